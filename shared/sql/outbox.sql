@@ -1,0 +1,34 @@
+-- The way out and the way in, the same in every service database.
+--
+-- outbox: one row per event this service emits, written in the same local
+--   transaction as the business rows. Debezium's EventRouter reads committed
+--   INSERTs from the WAL (the publication carries inserts only) and publishes
+--   each to events.<aggregate_type>, key = aggregate_id (the order id), value =
+--   payload, headers id / eventType / sagaId / causationId / traceparent.
+--   Rows stay for a retention window (inspectable, and the source of the
+--   "committed" time of the CDC hop), then are purged; purges never stream.
+--
+-- inbox: one row per (consumer, event id) handled. Its primary key turns a
+--   redelivered event into a no-op: the handler's transaction inserts it first.
+CREATE TABLE IF NOT EXISTS outbox (
+    id             uuid        PRIMARY KEY,
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    event_type     text        NOT NULL,
+    payload        jsonb       NOT NULL,
+    saga_id        text        NOT NULL,
+    causation_id   text        NOT NULL DEFAULT '',
+    traceparent    text        NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS outbox_created_at ON outbox (created_at);
+
+CREATE TABLE IF NOT EXISTS inbox (
+    consumer     text        NOT NULL,
+    event_id     uuid        NOT NULL,
+    event_type   text        NOT NULL,
+    saga_id      text        NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (consumer, event_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at);
