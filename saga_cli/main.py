@@ -1,0 +1,52 @@
+"""The `saga` console script: one Typer app, one sub-app per command group.
+
+Each group lives in its own module and is registered below. Every command that
+fails for a reason the user can act on raises CliError; `run()` prints its
+message as one line on stderr and exits 1, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from saga_cli.errors import CliError
+from saga_cli import stack_commands
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Run and follow the order saga: the native stack, the services, orders, stock, accounts and traces.",
+)
+
+# --- command groups (one module each) ---------------------------------------
+app.add_typer(stack_commands.stack_app, name="stack")
+stack_commands.register_service_commands(app)
+
+
+def run() -> None:
+    try:
+        app(standalone_mode=False)
+    except CliError as error:
+        print(f"saga: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("saga: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        print("saga: aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()
