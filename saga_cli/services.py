@@ -1,0 +1,85 @@
+"""The three services as processes of their own (`python -m <service>`), with pid files and logs in the stack's home."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import httpx
+
+from saga_cli.stack import process
+from saga_cli.stack.config import StackSettings
+from saga_cli.stack.errors import StackError
+
+SERVICES = {"order_svc": 8001, "inventory_svc": 8002, "payment_svc": 8003}
+
+
+class Service:
+    def __init__(self, name: str, settings: StackSettings):
+        self.name = name
+        self.settings = settings
+        self.pid_file = settings.run_dir / f"{name}.pid"
+        self.log_file = settings.log_dir / f"{name}.log"
+        self.markers = ("-m", name)
+
+    @property
+    def port(self) -> int:
+        import os
+
+        return int(os.environ.get(f"{self.name.upper()}_HTTP_PORT", SERVICES[self.name]))
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
+
+    def find(self):
+        return process.find_process(self.pid_file, *self.markers)
+
+    def start(self) -> None:
+        process.ensure_port_free(self.port, self.name)
+        process.spawn([sys.executable, "-m", self.name], self.log_file, self.pid_file)
+        process.wait_until(
+            self.healthy,
+            timeout=self.settings.start_timeout,
+            what=self.name,
+            log_file=self.log_file,
+            alive=lambda: self.find() is not None,
+            interval=0.5,
+        )
+
+    def stop(self) -> None:
+        found = self.find()
+        if found:
+            process.terminate(found, timeout=30)
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.health_url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def services(settings: StackSettings) -> list[Service]:
+    return [Service(name, settings) for name in SERVICES]
+
+
+def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
+    for service in services(settings):
+        if service.find() is not None:
+            say(f"{service.name:<14} already running")
+            continue
+        t0 = time.monotonic()
+        say(f"{service.name:<14} starting…")
+        service.start()
+        say(f"{service.name:<14} running ({time.monotonic() - t0:.1f}s)")
+
+
+def down(settings: StackSettings, say: Callable[[str], None] = print) -> None:
+    for service in services(settings):
+        if service.find() is None:
+            say(f"{service.name:<14} not running")
+            continue
+        service.stop()
+        if service.find() is not None:
+            raise StackError(f"{service.name} did not stop")
+        say(f"{service.name:<14} stopped")

@@ -1,0 +1,77 @@
+"""Settings of the native stack: every port, path and heap can be overridden by a SAGA_* variable."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# database -> (service role, aggregate type routed by its outbox)
+SERVICE_DATABASES = {
+    "orders": "order_svc",
+    "inventory": "inventory_svc",
+    "payments": "payment_svc",
+}
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore")
+
+    home: Path = Field(default=REPO_ROOT / ".stack", description="state, logs, jars and pid files")
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_bin: Path | None = Field(default=None, description="folder with initdb/pg_ctl; found under /usr/lib/postgresql when unset")
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    connect_port: int = 8083
+    kafka_heap: str = "768m"
+    connect_heap: str = "768m"
+    java_home: Path | None = None
+    debezium_user: str = "debezium"
+    debezium_password: str = "debezium"
+    topic_partitions: int = 3
+    start_timeout: float = 120.0
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+    @property
+    def connect_dir(self) -> Path:
+        return REPO_ROOT / "connect"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.home / "lib" / "kafka"
+
+    @property
+    def plugin_dir(self) -> Path:
+        return self.home / "plugins"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.home / "bin"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def service_password(self, role: str) -> str:
+        """Each service role's password (dev default: the role name), overridable as SAGA_<ROLE>_PASSWORD."""
+        import os
+
+        return os.environ.get(f"SAGA_{role.upper()}_PASSWORD", role)
+
+    def service_dsn(self, database: str) -> str:
+        role = SERVICE_DATABASES[database]
+        return f"postgresql://{role}:{self.service_password(role)}@{self.pg_host}:{self.pg_port}/{database}"

@@ -1,0 +1,84 @@
+"""`saga stack up|down|status` (the native infrastructure) and `saga up|down|status` (plus the services)."""
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from saga_cli import services as service_processes
+from saga_cli.stack import Stack, StackSettings
+
+stack_app = typer.Typer(no_args_is_help=True, help="The native infrastructure: PostgreSQL, Kafka (KRaft), Kafka Connect with Debezium.")
+console = Console(stderr=True, highlight=False)
+
+JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def _say(line: str) -> None:
+    console.print(line)
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start what is not running (idempotent), register the connectors, wait until all are RUNNING."""
+    seconds = Stack().up(_say)
+    console.print(f"[green]stack up[/green] in {seconds:.1f}s")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop what the stack started, and nothing else."""
+    Stack().down(_say)
+
+
+@stack_app.command("status")
+def stack_status(as_json: bool = JsonOption) -> None:
+    """Each component's state and pid."""
+    _print_status([status.as_json() for status in Stack().status()], as_json)
+
+
+@stack_app.command("install")
+def stack_install() -> None:
+    """Resolve what the stack needs (Maven jars, console tool scripts) without starting anything."""
+    Stack().install(_say)
+
+
+def register_service_commands(app: typer.Typer) -> None:
+    @app.command("up")
+    def up() -> None:
+        """The stack plus the three services, each its own process; starts only what is not running."""
+        settings = StackSettings()
+        Stack(settings).up(_say)
+        service_processes.up(settings, _say)
+        console.print("[green]all up[/green]")
+
+    @app.command("down")
+    def down() -> None:
+        """Stop the services, then the stack."""
+        settings = StackSettings()
+        service_processes.down(settings, _say)
+        Stack(settings).down(_say)
+
+    @app.command("status")
+    def status(as_json: bool = JsonOption) -> None:
+        """The stack's components and the three services."""
+        settings = StackSettings()
+        components = [s.as_json() for s in Stack(settings).status()]
+        for service in service_processes.services(settings):
+            found = service.find()
+            components.append({"name": service.name, "state": "running" if found else "stopped", "pid": found.pid if found else None})
+        _print_status(components, as_json)
+
+
+def _print_status(components: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"components": components}))
+        return
+    table = Table("component", "state", "pid", "detail")
+    for c in components:
+        detail = ", ".join(f"{k} {v}" for k, v in (c.get("connectors") or {}).items())
+        color = "green" if c["state"] == "running" else "red"
+        table.add_row(c["name"], f"[{color}]{c['state']}[/{color}]", str(c["pid"] or "-"), detail)
+    Console().print(table)
