@@ -11,7 +11,7 @@ import sys
 import typer
 
 from saga_cli.errors import CliError
-from saga_cli import stack_commands
+from saga_cli import accounts, orders, stack_commands, stock, tail, trace
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -23,6 +23,11 @@ app = typer.Typer(
 # --- command groups (one module each) ---------------------------------------
 app.add_typer(stack_commands.stack_app, name="stack")
 stack_commands.register_service_commands(app)
+app.add_typer(orders.order_app, name="order")
+app.add_typer(stock.stock_app, name="stock")
+app.add_typer(accounts.account_app, name="account")
+app.command("trace")(trace.trace)
+app.command("tail")(tail.tail)
 
 
 def run() -> None:

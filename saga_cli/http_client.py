@@ -1,0 +1,152 @@
+"""A small synchronous HTTP client for the services' APIs, with failures turned into CliError.
+
+`ServiceClient.request` returns the decoded JSON body of a 2xx answer. Every
+failure raises CliError with one line the user can act on: unreachable
+service, 422 validation errors rendered as "field: message; …", or any other
+status with the service's own detail. Two subclasses let a command say it
+better: `NotFound` (404: "order X not found") and `Conflict` (409).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from saga_cli.endpoints import Service, not_reachable
+from saga_cli.errors import CliError
+
+TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+class NotFound(CliError):
+    """The service answered 404 for the requested resource."""
+
+
+class Conflict(CliError):
+    """The service answered 409: the request does not fit the resource's state."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class ServiceClient:
+    def __init__(self, service: Service, transport: httpx.BaseTransport | None = None) -> None:
+        self.service = service
+        self._transport = transport
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def put(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("PUT", path, body=body)
+
+    def post(self, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+        return self.request("POST", path, body=body, headers=headers)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        url = self.service.url
+        try:
+            with httpx.Client(base_url=url, timeout=TIMEOUT, transport=self._transport) as client:
+                response = client.request(method, path, json=body, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise CliError(not_reachable(self.service.name, url)) from None
+        except httpx.TimeoutException:
+            raise CliError(f"{self.service.name} at {url} did not answer {method} {path} in time") from None
+        except httpx.UnsupportedProtocol:
+            raise CliError(f"{self.service.env_var}={url!r} is not an http:// or https:// URL") from None
+        except (httpx.InvalidURL, ValueError) as error:
+            raise CliError(f"{self.service.env_var}={url!r} is not a valid URL: {error}") from None
+        except httpx.HTTPError as error:
+            raise CliError(f"{self.service.name} at {url} failed on {method} {path}: {error}") from None
+        return self._decode(method, path, response)
+
+    def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
+        if response.status_code == 404:
+            raise NotFound(f"{self.service.name} has no {path}")
+        body = _json_or_none(response)
+        if response.status_code == 422:
+            raise CliError(f"{self.service.name} rejected the request: {describe_validation_errors(body)}")
+        if not response.is_success:
+            detail = describe_error_detail(body) if body is not None else _one_line(response.text)[:200]
+            reason = f"{response.status_code} {response.reason_phrase}".strip()
+            message = f"{self.service.name} answered {reason} to {method} {path}" + (f": {detail}" if detail else "")
+            if response.status_code == 409:
+                raise Conflict(message, detail)
+            raise CliError(message)
+        if body is None and response.content:
+            raise CliError(f"{self.service.name} answered {method} {path} with something that is not JSON")
+        return body
+
+
+def describe_validation_errors(body: Any) -> str:
+    """A 422 body as one line "field: message; …".
+
+    Understands the usual shapes: {"detail": [{"loc": [...], "msg": ...}]}
+    (pydantic/FastAPI), {"errors": [...]}, a bare list, or {"field": "message"}.
+    """
+    errors = body
+    if isinstance(body, dict):
+        errors = next((body[key] for key in ("detail", "errors") if key in body), body)
+    if isinstance(errors, list):
+        described = [_describe_one_error(error) for error in errors]
+        return _one_line("; ".join(part for part in described if part)) or "invalid input"
+    if isinstance(errors, dict):
+        return _one_line("; ".join(f"{field}: {_message_text(message)}" for field, message in errors.items()))
+    if errors is None:
+        return "invalid input"
+    return _one_line(str(errors))
+
+
+def describe_error_detail(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message", "reason"):
+            if key in body:
+                return _one_line(_message_text(body[key]))
+    return _one_line(json.dumps(body))[:200]
+
+
+def _describe_one_error(error: Any) -> str:
+    if not isinstance(error, dict):
+        return _message_text(error)
+    location = error.get("loc", error.get("field", error.get("path")))
+    message = _message_text(error.get("msg", error.get("message", error)))
+    field = _field_name(location)
+    return f"{field}: {message}" if field else message
+
+
+def _field_name(location: Any) -> str:
+    if isinstance(location, (list, tuple)):
+        parts = [str(part) for part in location]
+        if parts and parts[0] in ("body", "query", "path", "header"):
+            parts = parts[1:]
+        return ".".join(parts)
+    return "" if location is None else str(location)
+
+
+def _message_text(message: Any) -> str:
+    if isinstance(message, str):
+        return message
+    if isinstance(message, list):
+        return ", ".join(_message_text(part) for part in message)
+    return json.dumps(message)
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

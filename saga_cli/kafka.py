@@ -1,0 +1,228 @@
+"""Reading the saga's topics: partitioning like Kafka's producer, bounded reads, decoded records.
+
+Every event of a saga is keyed by its order id, so one saga lives in exactly one
+partition of each topic: the one Kafka's default partitioner picks for the key,
+toPositive(murmur2(key)) % partitions. `read_key` reads only that partition of
+each topic, from a start offset (by time or the beginning) up to the end offsets
+captured when it started, so it always terminates.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import murmur2
+
+from saga_cli.endpoints import kafka_bootstrap, not_reachable
+from saga_cli.errors import CliError
+
+TOPIC_SERVICES = {
+    "events.order": "order_svc",
+    "events.inventory": "inventory_svc",
+    "events.payment": "payment_svc",
+    "events.deadletter": "deadletter",
+}
+SAGA_TOPICS = tuple(TOPIC_SERVICES)
+READ_TIMEOUT_S = 30.0
+
+
+def partition_for_key(key: bytes, partition_count: int) -> int:
+    """The partition Kafka's default partitioner (Java client) gives a keyed record."""
+    if partition_count <= 0:
+        raise ValueError("a topic has at least one partition")
+    return (murmur2(key) & 0x7FFFFFFF) % partition_count
+
+
+@dataclass(frozen=True)
+class KafkaEvent:
+    """One record as the CLI shows it: where it sits, when, its key, headers and value."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    headers: dict[str, str | None] = field(default_factory=dict)
+    value: Any = None
+
+    @property
+    def service(self) -> str:
+        return TOPIC_SERVICES.get(self.topic, self.topic)
+
+    @property
+    def event_type(self) -> str | None:
+        return self.headers.get("eventType") or _field(self.value, "event_type")
+
+    @property
+    def event_id(self) -> str | None:
+        return self.headers.get("id") or _field(self.value, "event_id")
+
+    @property
+    def causation_id(self) -> str | None:
+        return self.headers.get("causationId") or None
+
+    @property
+    def at(self) -> str:
+        return iso_time(self.timestamp_ms)
+
+
+def iso_time(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decode_record(record: ConsumerRecord) -> KafkaEvent:
+    return KafkaEvent(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        key=None if record.key is None else record.key.decode("utf-8", errors="replace"),
+        headers={name: _header_text(value) for name, value in record.headers or ()},
+        value=_value(record.value),
+    )
+
+
+async def partitions_by_topic(consumer: AIOKafkaConsumer) -> dict[str, list[int]]:
+    """Every topic the broker has, with its partition numbers, from one metadata request.
+
+    The consumer's public `topics()` fetches the same metadata but returns only the
+    names, and `partitions_for_topic()` knows only topics it is already tracking.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return {topic: sorted(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
+
+
+class Consumer(Protocol):
+    """The part of AIOKafkaConsumer that `read_key` uses (a fake can stand in for it in tests)."""
+
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    async def offsets_for_times(self, timestamps: dict[TopicPartition, int]) -> dict[TopicPartition, Any]: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0) -> dict[TopicPartition, list[ConsumerRecord]]: ...
+    async def position(self, partition: TopicPartition) -> int: ...
+
+
+async def read_key(
+    consumer: Consumer,
+    key: str,
+    topic_partitions: Mapping[str, Sequence[int]],
+    topics: Iterable[str] = SAGA_TOPICS,
+    since_ms: int | None = None,
+    timeout_s: float = READ_TIMEOUT_S,
+) -> list[KafkaEvent]:
+    """All records with this key in the key's partition of each of `topics` that exists
+    (per `topic_partitions`), from `since_ms` (or the beginning) up to the end offsets as
+    they were when the read started."""
+    key_bytes = key.encode("utf-8")
+    partitions = []
+    for topic in topics:
+        numbers = sorted(topic_partitions.get(topic, ()))
+        if numbers:
+            partitions.append(TopicPartition(topic, numbers[partition_for_key(key_bytes, len(numbers))]))
+    if not partitions:
+        return []
+    consumer.assign(partitions)
+    end = await consumer.end_offsets(partitions)
+    start = await _start_offsets(consumer, partitions, since_ms, end)
+    for partition in partitions:
+        consumer.seek(partition, start[partition])
+    pending = {partition for partition in partitions if start[partition] < end[partition]}
+
+    events: list[KafkaEvent] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while pending:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            late = ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(pending))
+            raise CliError(f"Kafka at {kafka_bootstrap()} did not deliver {late} up to its end within {timeout_s:g}s")
+        batches = await consumer.getmany(*pending, timeout_ms=int(min(remaining, 1.0) * 1000))
+        for partition, records in batches.items():
+            events.extend(
+                decode_record(record)
+                for record in records
+                if record.offset < end[partition] and record.key == key_bytes
+            )
+        for partition in list(pending):
+            if await consumer.position(partition) >= end[partition]:
+                pending.discard(partition)
+    return events
+
+
+async def _start_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], since_ms: int | None, end: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    if since_ms is None:
+        return dict(await consumer.beginning_offsets(partitions))
+    found = await consumer.offsets_for_times({partition: max(since_ms, 0) for partition in partitions})
+    # No record at or after the time: nothing to read there.
+    return {p: found[p].offset if found.get(p) is not None else end[p] for p in partitions}
+
+
+@asynccontextmanager
+async def kafka_consumer(*topics: str, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer without a group (no offsets committed anywhere); one line if Kafka is down."""
+    bootstrap = kafka_bootstrap()
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        client_id="saga-cli",
+        group_id=None,
+        enable_auto_commit=False,
+        request_timeout_ms=15000,
+        **options,
+    )
+    try:
+        await consumer.start()
+    except KafkaConnectionError:
+        await consumer.stop()
+        raise CliError(not_reachable("Kafka", bootstrap)) from None
+    except (KafkaError, OSError, ValueError) as error:
+        await consumer.stop()
+        raise CliError(f"Kafka at {bootstrap} could not be used: {error}") from None
+    try:
+        yield consumer
+    except KafkaConnectionError:
+        raise CliError(not_reachable("Kafka", bootstrap)) from None
+    except KafkaError as error:
+        raise CliError(f"Kafka at {bootstrap} failed: {error}") from None
+    finally:
+        await consumer.stop()
+
+
+def _header_text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    text = value.decode("utf-8", errors="replace")
+    if len(text) >= 2 and text[0] == text[-1] == '"':  # a JSON-encoded string (JsonConverter headers)
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        return decoded if isinstance(decoded, str) else text
+    return text
+
+
+def _value(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _field(value: Any, name: str) -> str | None:
+    found = value.get(name) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None

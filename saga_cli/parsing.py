@@ -1,0 +1,112 @@
+"""Validation of what the user typed, before anything goes over the wire.
+
+Each parser returns the clean value or raises CliError with one line that
+names the bad input and what is expected.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from saga_cli.errors import CliError
+
+CURRENCY = re.compile(r"[A-Z]{3}")
+TWO_PLACES = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    quantity: int
+
+    def as_json(self) -> dict[str, str | int]:
+        return {"sku": self.sku, "quantity": self.quantity}
+
+
+def parse_items(raw_items: list[str]) -> list[Item]:
+    if not raw_items:
+        raise CliError("an order needs at least one --item SKU:QTY (e.g. --item WIDGET-1:2)")
+    items = [parse_item(raw) for raw in raw_items]
+    seen: set[str] = set()
+    for item in items:
+        if item.sku in seen:
+            raise CliError(f"--item {item.sku} is given twice; give each SKU once with its total quantity")
+        seen.add(item.sku)
+    return items
+
+
+def parse_item(raw: str) -> Item:
+    sku, colon, quantity = raw.rpartition(":")
+    sku = sku.strip()
+    if not colon or not sku or not quantity.strip():
+        raise CliError(f"--item {raw!r} is not SKU:QTY (e.g. --item WIDGET-1:2)")
+    return Item(sku, parse_positive_int(quantity, f"--item {raw!r}: quantity"))
+
+
+def parse_positive_int(raw: str, what: str) -> int:
+    value = _parse_int(raw, what, "a positive integer")
+    if value <= 0:
+        raise CliError(f"{what} must be a positive integer, got {raw.strip()!r}")
+    return value
+
+
+def parse_non_negative_int(raw: str, what: str) -> int:
+    value = _parse_int(raw, what, "a whole number, 0 or more")
+    if value < 0:
+        raise CliError(f"{what} must be a whole number, 0 or more, got {raw.strip()!r}")
+    return value
+
+
+def _parse_int(raw: str, what: str, expected: str) -> int:
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise CliError(f"{what} must be {expected}, got {raw!r}")
+    return int(text)
+
+
+def parse_money(raw: str, what: str) -> str:
+    """A non-negative decimal with at most 2 places, returned with exactly 2 ("40" → "40.00")."""
+    text = raw.strip()
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise CliError(f"{what} must be a decimal like 40.00, got {raw!r}") from None
+    if not value.is_finite() or not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", text):
+        raise CliError(f"{what} must be a decimal like 40.00, got {raw!r}")
+    if value < 0:
+        raise CliError(f"{what} must not be negative, got {raw!r}")
+    if value != value.quantize(TWO_PLACES):
+        raise CliError(f"{what} has more than 2 decimal places: {raw!r}")
+    return str(value.quantize(TWO_PLACES))
+
+
+def parse_currency(raw: str) -> str:
+    if not CURRENCY.fullmatch(raw):
+        raise CliError(f"--currency must be an ISO-4217 code of 3 uppercase letters (e.g. EUR), got {raw!r}")
+    return raw
+
+
+def parse_required_text(raw: str | None, what: str) -> str:
+    text = (raw or "").strip()
+    if not text:
+        raise CliError(f"{what} is required")
+    return text
+
+
+def parse_since(raw: str) -> int:
+    """--since as epoch milliseconds: digits are epoch ms, anything else an ISO-8601 time.
+
+    An ISO time without an offset is read in the local time zone.
+    """
+    text = raw.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"--since must be an ISO-8601 time (e.g. 2024-05-01T12:00:00Z) or epoch milliseconds, got {raw!r}"
+        ) from None
+    return int(moment.astimezone().timestamp() * 1000)

@@ -1,0 +1,111 @@
+"""`saga tail [TOPIC…]`: live events, one line each with key and headers, until Ctrl-C."""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.text import Text
+
+from saga_cli.errors import CliError
+from saga_cli.kafka import (
+    SAGA_TOPICS,
+    KafkaEvent,
+    decode_record,
+    kafka_consumer,
+    partition_for_key,
+    partitions_by_topic,
+)
+from saga_cli.output import console
+from saga_cli.timeline import COMPENSATIONS
+
+POLL_MS = 1000
+
+
+def tail(
+    topics: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[TOPIC]...", help=f"Topics to follow (default: {', '.join(SAGA_TOPICS)}).", show_default=False),
+    ] = None,
+    saga: Annotated[str | None, typer.Option("--saga", metavar="ID", help="Only this saga's events (key = order id).")] = None,
+    event_type: Annotated[str | None, typer.Option("--type", metavar="EVENT_TYPE", help="Only events of this type.")] = None,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest retained event.")] = False,
+) -> None:
+    """Follow events live, one line each with key and headers; Ctrl-C stops."""
+    wanted_type = event_type.strip().upper() if event_type else None
+    saga_id = saga.strip() if saga is not None else None
+    if saga is not None and not saga_id:
+        raise CliError("--saga needs an order id")
+    try:
+        asyncio.run(_follow(list(topics or []), saga_id, wanted_type, from_beginning))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how tail ends
+
+
+async def _follow(topics: list[str], saga_id: str | None, event_type: str | None, from_beginning: bool) -> None:
+    async with kafka_consumer(auto_offset_reset="earliest" if from_beginning else "latest") as consumer:
+        partitions = _partitions_to_follow(await partitions_by_topic(consumer), topics, saga_id)
+        consumer.assign(partitions)
+        if from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+        out = console()
+        out.soft_wrap = True
+        await _print_forever(consumer, out, saga_id, event_type)
+
+
+def _partitions_to_follow(
+    existing: dict[str, list[int]], topics: list[str], saga_id: str | None
+) -> list[TopicPartition]:
+    if topics:
+        missing = [topic for topic in topics if topic not in existing]
+        if missing:
+            raise CliError(f"no such topic: {', '.join(missing)} (event topics here: {_known(existing)})")
+    else:
+        topics = [topic for topic in SAGA_TOPICS if existing.get(topic)]
+        if not topics:
+            raise CliError(f"none of {', '.join(SAGA_TOPICS)} exists yet (is the stack up? try `saga up`)")
+    partitions = []
+    for topic in topics:
+        numbers = existing[topic]
+        if saga_id is not None:  # one saga lives in one partition per topic
+            numbers = [numbers[partition_for_key(saga_id.encode(), len(numbers))]]
+        partitions.extend(TopicPartition(topic, number) for number in numbers)
+    return partitions
+
+
+async def _print_forever(consumer: AIOKafkaConsumer, out: Console, saga_id: str | None, event_type: str | None) -> None:
+    while True:
+        batches = await consumer.getmany(timeout_ms=POLL_MS)
+        records = sorted((record for batch in batches.values() for record in batch), key=lambda r: r.timestamp)
+        for record in records:
+            event = decode_record(record)
+            if saga_id is not None and event.key != saga_id:
+                continue
+            if event_type is not None and (event.event_type or "").upper() != event_type:
+                continue
+            out.print(format_line(event))
+
+
+def format_line(event: KafkaEvent) -> Text:
+    """time topic[partition]@offset key=… header=… payload, on one line."""
+    clock = datetime.fromtimestamp(event.timestamp_ms / 1000).strftime("%H:%M:%S.%f")[:-3]
+    line = Text(f"{clock} {event.topic}[{event.partition}]@{event.offset} ", style="dim")
+    line.append(f"{event.event_type or '?'} ", style="yellow" if event.event_type in COMPENSATIONS else "bold")
+    line.append(f"key={event.key}")
+    for name, value in event.headers.items():
+        if name != "eventType":
+            line.append(f" {name}={'' if value is None else value}")
+    payload = event.value if isinstance(event.value, str) else json.dumps(event.value, separators=(",", ":"))
+    line.append(f" {payload}", style="dim")
+    return line
+
+
+def _known(existing: dict[str, list[int]]) -> str:
+    names = sorted(topic for topic in existing if not topic.startswith(("_", "connect-")))
+    return ", ".join(names) or "none"

@@ -1,0 +1,136 @@
+"""`saga trace ID`: one saga's timeline, read from the topics (the ground truth).
+
+Only the key's partition of each topic is read, from the order's creation time
+(asked of order_svc; the beginning of the partition when it cannot tell) up to
+the end offsets seen at start, so a trace stays fast as topics grow and never hangs.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from saga_cli.errors import CliError
+from saga_cli.kafka import SAGA_TOPICS, KafkaEvent, iso_time, kafka_consumer, partitions_by_topic, read_key
+from saga_cli.orders import fetch_order
+from saga_cli.output import cell, console, print_json
+from saga_cli.parsing import parse_required_text, parse_since
+from saga_cli.timeline import Step, build_timeline, outcome
+
+# Records may carry a timestamp a little before the order row's created_at (clocks, rounding).
+START_MARGIN_MS = 5_000
+
+
+def trace(
+    order_id: Annotated[str, typer.Argument(metavar="ID", help="The order id (= saga id).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="TIME",
+            help="Read from this time: ISO-8601 (local time if no offset) or epoch ms. "
+            "Default: the order's creation time, or the beginning.",
+        ),
+    ] = None,
+) -> None:
+    """One saga's timeline across all topics: each event, its service, time, hop latency; compensations marked."""
+    order_id = parse_required_text(order_id, "ID")
+    since_ms = parse_since(since) if since is not None else order_created_ms(order_id)
+    events = asyncio.run(_read_saga(order_id, since_ms))
+    if not events:
+        where = f" since {iso_time(since_ms)}" if since_ms is not None else ""
+        raise CliError(f"no events for order {order_id} on {', '.join(SAGA_TOPICS)}{where}")
+    steps = build_timeline(events)
+    if as_json:
+        print_json({"order_id": order_id, "outcome": outcome(steps), "events": [step.as_json() for step in steps]})
+    else:
+        _print_timeline(order_id, steps)
+
+
+def order_created_ms(order_id: str) -> int | None:
+    """When order_svc says the order was created, minus a margin; None when it cannot say."""
+    try:
+        order = fetch_order(order_id)
+    except CliError:
+        return None
+    created = order.get("created_at") or min(
+        (step.get("at") for step in order.get("history") or [] if isinstance(step, dict) and step.get("at")),
+        default=None,
+    )
+    try:
+        moment = datetime.fromisoformat(str(created)) if created else None
+    except ValueError:
+        return None
+    if moment is None:
+        return None
+    return max(int(moment.astimezone().timestamp() * 1000) - START_MARGIN_MS, 0)
+
+
+async def _read_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
+    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+        return await read_key(consumer, order_id, await partitions_by_topic(consumer), since_ms=since_ms)
+
+
+def _print_timeline(order_id: str, steps: list[Step]) -> None:
+    duration_ms = steps[-1].since_start_ms
+    table = Table(
+        title=f"saga {order_id}: {outcome(steps)}, {len(steps)} events in {_duration(duration_ms)} "
+        f"(from {steps[0].event.at})",
+        title_justify="left",
+        caption="↺ compensation · hop = time since the event that caused it",
+        caption_justify="left",
+        show_edge=False,
+    )
+    table.add_column("+time", justify="right")
+    table.add_column("event")
+    table.add_column("service")
+    table.add_column("hop", justify="right")
+    table.add_column("where")
+    table.add_column("detail")
+    table.add_column("event id")
+    for step in steps:
+        event = step.event
+        table.add_row(
+            cell(_duration(step.since_start_ms)),
+            _event_cell(step),
+            cell(event.service),
+            cell(None if step.hop_ms is None else _duration(step.hop_ms)),
+            cell(f"{event.topic}[{event.partition}]@{event.offset}"),
+            cell(_detail(event.value)),
+            cell((event.event_id or "")[:8]),
+        )
+    console().print(table)
+
+
+EVENT_STYLES = {"ORDER_CONFIRMED": "bold green", "ORDER_CANCELLED": "bold red"}
+
+
+def _event_cell(step: Step) -> Text:
+    name = step.event.event_type or "?"
+    text = Text("↺ " if step.compensation else "  ")
+    text.append(name, style=EVENT_STYLES.get(name, "yellow" if step.compensation else ""))
+    if step.duplicate:
+        text.append(" (duplicate)", style="dim")
+    return text
+
+
+def _detail(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return ""
+    parts = [str(payload["reason"])] if payload.get("reason") else []
+    if payload.get("skus"):
+        parts.append(", ".join(str(sku) for sku in payload["skus"]))
+    if payload.get("error"):
+        parts.append(str(payload["error"])[:60])
+    return " ".join(parts)
+
+
+def _duration(ms: int) -> str:
+    if abs(ms) < 1000:
+        return f"{ms} ms"
+    return f"{ms / 1000:.3f} s"
