@@ -1,0 +1,79 @@
+"""Settings of the three services, read from the environment.
+
+Each service has its own class with its own prefix (ORDER_SVC_, INVENTORY_SVC_,
+PAYMENT_SVC_); the Kafka bootstrap servers are shared by all (SAGA_KAFKA_BOOTSTRAP).
+Build them in the service's bootstrap (``OrderSettings()``), never at import time, so
+that tests and the stack can set the environment first or pass values directly
+(``OrderSettings(database_url=...)``). Instances are frozen.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.money import Money
+
+DEFAULT_PER_ORDER_LIMIT = Decimal("10000.00")
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: its database, Kafka, and where to listen."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    service_name: ClassVar[str]
+
+    database_url: str
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092",
+        validation_alias="SAGA_KAFKA_BOOTSTRAP",
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(gt=0, lt=65536)
+    db_pool_min_size: int = Field(1, ge=0)
+    db_pool_max_size: int = Field(10, ge=1)
+
+    @property
+    def consumer_name(self) -> str:
+        """The name under which this service records handled events in its inbox
+        (and its Kafka consumer group)."""
+        return self.service_name
+
+
+class OrderSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDER_SVC_")
+    service_name: ClassVar[str] = "order_svc"
+
+    database_url: str = "postgresql://order_svc:order_svc@127.0.0.1:55432/orders"
+    http_port: int = Field(8001, gt=0, lt=65536)
+    order_deadline_seconds: float = Field(30.0, gt=0)
+    """An order whose payment completes later than this after it was placed is not
+    confirmed (ORDER_CONFIRMATION_FAILED deadline_exceeded)."""
+
+
+class InventorySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INVENTORY_SVC_")
+    service_name: ClassVar[str] = "inventory_svc"
+
+    database_url: str = "postgresql://inventory_svc:inventory_svc@127.0.0.1:55432/inventory"
+    http_port: int = Field(8002, gt=0, lt=65536)
+
+
+class PaymentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENT_SVC_")
+    service_name: ClassVar[str] = "payment_svc"
+
+    database_url: str = "postgresql://payment_svc:payment_svc@127.0.0.1:55432/payments"
+    http_port: int = Field(8003, gt=0, lt=65536)
+    per_order_limit: Money = DEFAULT_PER_ORDER_LIMIT
+    """The largest amount one order may be charged, in the order's own currency
+    (no conversion); above it PAYMENT_FAILED limit_exceeded."""
+
+
+SETTINGS_CLASSES: dict[str, type[ServiceSettings]] = {
+    cls.service_name: cls for cls in (OrderSettings, InventorySettings, PaymentSettings)
+}
+"""service name → its settings class."""

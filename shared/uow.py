@@ -1,0 +1,215 @@
+"""The unit of work: one local PostgreSQL transaction per handled event or request.
+
+    async with uow.processing(envelope) as tx:      # an event from Kafka
+        if not tx.duplicate:
+            await handler(envelope.event, tx)       # business SQL on tx.connection, tx.emit(...)
+
+    async with uow.starting(saga_id) as tx:         # an HTTP request that starts a saga
+        ...
+
+Invariants:
+  * Everything inside one block — the inbox row, the business rows, the outbox rows —
+    commits together on clean exit and rolls back together on any exception.
+  * `processing` inserts the inbox row (consumer, event id) first. If the event was
+    already handled by this consumer, `tx.duplicate` is True, the handler must not
+    run, and `tx.emit` refuses: a redelivery changes nothing (I4). A concurrent
+    redelivery waits on the inbox key and then sees the duplicate.
+  * Each `tx.emit(event)` writes one outbox row: a new uuid4 id (the event id), the
+    event's aggregate type, aggregate_id = saga_id = the order id, the JSON payload,
+    causation_id = the handled event's id ('' when a saga starts), and a traceparent
+    that is a child of the incoming one (a new trace when a saga starts or the
+    incoming header is malformed). Emitting an event of another saga is refused.
+  * Isolation is READ COMMITTED: handlers take the row locks they need (SELECT ... FOR
+    UPDATE in a fixed order, or conditional UPDATEs) instead of relying on SERIALIZABLE,
+    so a conflict waits rather than aborts. Failures worth retrying (serialization
+    failure, deadlock, lost/refused connection, lock timeout, pool timeout) surface as
+    `TransientError` with nothing committed; every other exception passes unchanged.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from shared.errors import TransientError
+from shared.events import Event, encode_event
+from shared.tracing import child_traceparent, new_traceparent
+
+__all__ = ["Envelope", "Transaction", "UnitOfWork", "TransientError", "Handler", "write_outbox"]
+
+Handler = Callable[[Any, "Transaction"], Awaitable[None]]
+"""A plain async function (event, tx) -> None."""
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.TransactionRollbackError,  # 40xxx: serialization failure, deadlock
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.exceptions.PostgresConnectionError,  # 08xxx, and a connection lost mid-query
+    asyncpg.exceptions.OperatorInterventionError,  # 57xxx: admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # 53xxx: too many connections, out of memory
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+_INSERT_INBOX = """
+INSERT INTO inbox (consumer, event_id, event_type, saga_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (consumer, event_id) DO NOTHING
+RETURNING event_id
+"""
+
+_INSERT_OUTBOX = """
+INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, saga_id, causation_id, traceparent)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)
+"""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An incoming event as a consumer sees it: the event id (the message's `id`
+    header), the decoded event, and the message's traceparent header (may be None or
+    malformed). The saga id is the event's order id."""
+
+    event_id: uuid.UUID
+    event: Event
+    traceparent: str | None = None
+
+    @property
+    def saga_id(self) -> str:
+        return str(self.event.order_id)
+
+
+@dataclass
+class Transaction:
+    """One open unit of work: run SQL on `connection`, emit events with `emit`."""
+
+    connection: asyncpg.Connection
+    saga_id: str
+    causation_id: str
+    traceparent: str
+    """The traceparent every event emitted in this transaction carries."""
+    duplicate: bool = False
+    """True when the handled event was already processed: do nothing."""
+    emitted: list[tuple[uuid.UUID, Event]] = field(default_factory=list)
+    """(event id, event) of each emitted event, in order."""
+
+    async def emit(self, event: Event) -> uuid.UUID:
+        """Write `event` to the outbox in this transaction and return its new event id."""
+        if self.duplicate:
+            raise RuntimeError("a duplicate delivery must not emit events")
+        if str(event.order_id) != self.saga_id:
+            raise ValueError(f"{event.event_type} of order {event.order_id} emitted in saga {self.saga_id}")
+        event_id = await write_outbox(
+            self.connection,
+            aggregate_type=event.aggregate_type,
+            event_type=event.event_type,
+            payload=encode_event(event),
+            saga_id=self.saga_id,
+            causation_id=self.causation_id,
+            traceparent=self.traceparent,
+        )
+        self.emitted.append((event_id, event))
+        return event_id
+
+
+async def write_outbox(
+    connection: asyncpg.Connection,
+    *,
+    aggregate_type: str,
+    event_type: str,
+    payload: Mapping[str, Any],
+    saga_id: str,
+    causation_id: str,
+    traceparent: str,
+) -> uuid.UUID:
+    """Insert one outbox row (key = aggregate_id = saga_id) and return its new id. The
+    caller owns the transaction; `Transaction.emit` is the way for catalog events."""
+    event_id = uuid.uuid4()
+    await connection.execute(
+        _INSERT_OUTBOX,
+        event_id,
+        aggregate_type,
+        saga_id,
+        event_type,
+        json.dumps(payload, separators=(",", ":")),
+        saga_id,
+        causation_id,
+        traceparent,
+    )
+    return event_id
+
+
+class UnitOfWork:
+    """Transactions over `pool` for the consumer named `consumer` (the service name)."""
+
+    def __init__(self, pool: asyncpg.Pool, consumer: str) -> None:
+        self.pool = pool
+        self.consumer = consumer
+
+    @asynccontextmanager
+    async def processing(self, envelope: Envelope) -> AsyncIterator[Transaction]:
+        """A transaction handling `envelope`, its inbox row already written."""
+        async with self._transaction() as connection:
+            inserted = await connection.fetchval(
+                _INSERT_INBOX, self.consumer, envelope.event_id, envelope.event.event_type, envelope.saga_id
+            )
+            yield Transaction(
+                connection=connection,
+                saga_id=envelope.saga_id,
+                causation_id=str(envelope.event_id),
+                traceparent=child_traceparent(envelope.traceparent),
+                duplicate=inserted is None,
+            )
+
+    @asynccontextmanager
+    async def starting(self, saga_id: str | uuid.UUID, traceparent: str | None = None) -> AsyncIterator[Transaction]:
+        """A transaction started by a request rather than an event: no inbox row, empty
+        causation id, and a new trace (or a child of the caller's valid `traceparent`)."""
+        async with self._transaction() as connection:
+            yield Transaction(
+                connection=connection,
+                saga_id=str(saga_id),
+                causation_id="",
+                traceparent=child_traceparent(traceparent) if traceparent else new_traceparent(),
+            )
+
+    async def handle(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:
+        """Run the handler for `envelope.event` inside `processing`, skipping it for a
+        duplicate. An event type without a handler opens no transaction and records
+        nothing; then None is returned, else the committed transaction."""
+        handler = handlers.get(type(envelope.event))
+        if handler is None:
+            return None
+        async with self.processing(envelope) as tx:
+            if not tx.duplicate:
+                await handler(envelope.event, tx)
+        return tx
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection without an explicit transaction, for reads and
+        single-statement writes (seeding). Transient failures become TransientError."""
+        try:
+            async with self.pool.acquire() as connection:
+                yield connection
+        except _TRANSIENT as error:
+            raise TransientError(_describe(error)) from error
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire() as connection:
+                async with connection.transaction(isolation="read_committed"):
+                    yield connection
+        except _TRANSIENT as error:
+            raise TransientError(_describe(error)) from error
+
+
+def _describe(error: BaseException) -> str:
+    detail = " ".join(str(error).split())
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
