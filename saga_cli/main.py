@@ -6,6 +6,7 @@ message as one line on stderr and exits 1, never a traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -44,13 +45,16 @@ def run() -> None:
     except typer.Abort:
         print("saga: aborted", file=sys.stderr)
         sys.exit(1)
-    except Exception as error:  # click usage errors and the like
+    except Exception as error:
         import click
 
-        if isinstance(error, click.ClickException):
+        if isinstance(error, click.ClickException):  # usage errors: click's own one-liners
             error.show()
             sys.exit(error.exit_code)
-        raise
+        if os.environ.get("SAGA_DEBUG") == "1":
+            raise
+        print(f"saga: unexpected {type(error).__name__}: {error} (SAGA_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

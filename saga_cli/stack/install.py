@@ -23,6 +23,8 @@ TOOLS = {
 def java_executable(settings: StackSettings) -> str:
     candidates = []
     if settings.java_home:
+        if not (settings.java_home / "bin" / "java").exists():
+            raise StackError(f"no bin/java in SAGA_JAVA_HOME={settings.java_home}")
         candidates.append(settings.java_home / "bin" / "java")
     if os.environ.get("JAVA_HOME"):
         candidates.append(Path(os.environ["JAVA_HOME"]) / "bin" / "java")

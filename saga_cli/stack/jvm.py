@@ -1,6 +1,7 @@
 """Launching the stack's JVMs (the broker and the Connect worker) with sized heaps and file logging."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from saga_cli.stack.config import StackSettings
@@ -11,7 +12,7 @@ def render(template: Path, target: Path, **values: object) -> None:
     text = template.read_text()
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", str(value))
-    if "{{" in text:
+    if re.search(r"\{\{\w+\}\}", text):
         raise ValueError(f"unfilled placeholder in {template}")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)

@@ -1,0 +1,44 @@
+"""The stack as the test suite uses it: brought up once per session, stopped at the end if the session started it."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from saga_cli.stack.config import StackSettings
+from saga_cli.stack.stack import Stack
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    started_here: bool
+
+    @property
+    def settings(self) -> StackSettings:
+        return self.stack.settings
+
+    @property
+    def pg_superuser_dsn(self) -> str:
+        return self.stack.postgres.superuser_dsn
+
+    def stop_if_started_here(self) -> None:
+        if self.started_here and os.environ.get("SAGA_TEST_KEEP_STACK") != "1":
+            self.stack.down(say=lambda line: None)
+
+
+_running: RunningStack | None = None
+
+
+def ensure_stack() -> RunningStack:
+    """Bring the native stack up (idempotent) and remember whether this process started any of it."""
+    global _running
+    if _running is None:
+        stack = Stack()
+        was_running = all(component.find() is not None for component in stack.components)
+        stack.up(say=lambda line: print(f"[stack] {line}", flush=True))
+        _running = RunningStack(stack, started_here=not was_running)
+    return _running
+
+
+def running() -> RunningStack | None:
+    return _running
