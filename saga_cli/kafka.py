@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -173,6 +174,8 @@ async def _start_offsets(
 async def kafka_consumer(*topics: str, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
     """A started consumer without a group (no offsets committed anywhere); one line if Kafka is down."""
     bootstrap = kafka_bootstrap()
+    # aiokafka logs each failed connection; the CLI says it once, in one line.
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,

@@ -24,6 +24,8 @@ from saga_cli.output import console
 from saga_cli.timeline import COMPENSATIONS
 
 POLL_MS = 1000
+# Debezium's own diagnostic headers (connector name, task, run id): noise next to the saga's headers.
+DEBEZIUM_CONTEXT = "__debezium.context."
 
 
 def tail(
@@ -99,7 +101,7 @@ def format_line(event: KafkaEvent) -> Text:
     line.append(f"{event.event_type or '?'} ", style="yellow" if event.event_type in COMPENSATIONS else "bold")
     line.append(f"key={event.key}")
     for name, value in event.headers.items():
-        if name != "eventType":
+        if name != "eventType" and not name.startswith(DEBEZIUM_CONTEXT):
             line.append(f" {name}={'' if value is None else value}")
     payload = event.value if isinstance(event.value, str) else json.dumps(event.value, separators=(",", ":"))
     line.append(f" {payload}", style="dim")

@@ -79,10 +79,12 @@ async def _read_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
 def _print_timeline(order_id: str, steps: list[Step]) -> None:
     duration_ms = steps[-1].since_start_ms
     table = Table(
-        title=f"saga {order_id}: {outcome(steps)}, {len(steps)} events in {_duration(duration_ms)} "
-        f"(from {steps[0].event.at})",
+        title=f"saga {order_id}: {outcome(steps)}, {len(steps)} event{'s' if len(steps) != 1 else ''} "
+        f"in {_duration(duration_ms)} from {steps[0].event.at}",
         title_justify="left",
-        caption="↺ compensation · hop = time since the event that caused it",
+        caption="hop: time since the event that caused it" + (
+            " · ↺ compensation" if any(step.compensation for step in steps) else ""
+        ),
         caption_justify="left",
         show_edge=False,
     )
@@ -90,7 +92,7 @@ def _print_timeline(order_id: str, steps: list[Step]) -> None:
     table.add_column("event")
     table.add_column("service")
     table.add_column("hop", justify="right")
-    table.add_column("where")
+    table.add_column("p@offset")
     table.add_column("detail")
     table.add_column("event id")
     for step in steps:
@@ -100,7 +102,7 @@ def _print_timeline(order_id: str, steps: list[Step]) -> None:
             _event_cell(step),
             cell(event.service),
             cell(None if step.hop_ms is None else _duration(step.hop_ms)),
-            cell(f"{event.topic}[{event.partition}]@{event.offset}"),
+            cell(f"{event.partition}@{event.offset}"),
             cell(_detail(event.value)),
             cell((event.event_id or "")[:8]),
         )

@@ -1,0 +1,155 @@
+"""`read_key` (behind `saga trace`): the key's partition only, from a time, up to the end seen at start."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
+
+from saga_cli.errors import CliError
+from saga_cli.kafka import partition_for_key, read_key
+
+pytestmark = pytest.mark.unit
+
+PARTITIONS = {"events.order": [0, 1, 2], "events.inventory": [0, 1, 2], "events.payment": [0, 1, 2]}
+
+
+def record(topic: str, partition: int, offset: int, key: str, timestamp: int, event_type: str = "ORDER_CREATED"):
+    return ConsumerRecord(
+        topic=topic, partition=partition, offset=offset, timestamp=timestamp, timestamp_type=0,
+        key=key.encode(), value=b'{"order_id": "x"}', checksum=None, serialized_key_size=len(key),
+        serialized_value_size=17, headers=[("id", str(uuid.uuid4()).encode()), ("eventType", event_type.encode())],
+    )
+
+
+class FakeConsumer:
+    """An in-memory log per partition, fetched a few records at a time, like a broker would."""
+
+    def __init__(self, log: dict[TopicPartition, list[ConsumerRecord]], batch: int = 2) -> None:
+        self.log = log
+        self.batch = batch
+        self.assigned: list[TopicPartition] = []
+        self.positions: dict[TopicPartition, int] = {}
+        self.on_first_fetch = lambda: None
+        self.fetches = 0
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = list(partitions)
+
+    async def end_offsets(self, partitions):
+        return {p: len(self.log.get(p, [])) for p in partitions}
+
+    async def beginning_offsets(self, partitions):
+        return {p: 0 for p in partitions}
+
+    async def offsets_for_times(self, timestamps):
+        found = {}
+        for p, at in timestamps.items():
+            match = next((r for r in self.log.get(p, []) if r.timestamp >= at), None)
+            found[p] = None if match is None else OffsetAndTimestamp(match.offset, match.timestamp)
+        return found
+
+    def seek(self, partition, offset):
+        self.positions[partition] = offset
+
+    async def getmany(self, *partitions, timeout_ms=0):
+        if self.fetches == 0:
+            self.on_first_fetch()
+        self.fetches += 1
+        out = {}
+        for p in partitions:
+            start = self.positions[p]
+            records = self.log.get(p, [])[start:start + self.batch]
+            if records:
+                out[p] = records
+                self.positions[p] = start + len(records)
+        return out
+
+    async def position(self, partition):
+        return self.positions[partition]
+
+
+def saga_partition(topic: str, order_id: str) -> TopicPartition:
+    return TopicPartition(topic, partition_for_key(order_id.encode(), len(PARTITIONS[topic])))
+
+
+def log_with(order_id: str, other_id: str) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """Each topic's saga partition holds the saga's events interleaved with another key's."""
+    log: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for topic in PARTITIONS:
+        partition = saga_partition(topic, order_id)
+        log[partition] = [
+            record(topic, partition.partition, offset, order_id if offset % 2 == 0 else other_id, 1_000 + offset * 10)
+            for offset in range(6)
+        ]
+    return log
+
+
+async def test_reads_only_the_keys_partition_of_each_topic_and_only_its_records() -> None:
+    order_id, other_id = str(uuid.uuid4()), str(uuid.uuid4())
+    consumer = FakeConsumer(log_with(order_id, other_id))
+
+    events = await read_key(consumer, order_id, PARTITIONS)
+
+    assert consumer.assigned == [saga_partition(topic, order_id) for topic in PARTITIONS]
+    assert {event.key for event in events} == {order_id}
+    assert len(events) == 3 * 3
+    assert {(event.topic, event.offset) for event in events} == {(t, o) for t in PARTITIONS for o in (0, 2, 4)}
+
+
+async def test_stops_at_the_end_offsets_captured_at_start() -> None:
+    order_id = str(uuid.uuid4())
+    log = log_with(order_id, order_id)
+    consumer = FakeConsumer(log)
+    order_partition = saga_partition("events.order", order_id)
+
+    def more_arrive() -> None:
+        log[order_partition].append(record("events.order", order_partition.partition, 6, order_id, 9_999))
+
+    consumer.on_first_fetch = more_arrive
+
+    events = await read_key(consumer, order_id, PARTITIONS)
+
+    assert max(event.offset for event in events if event.topic == "events.order") == 5
+
+
+async def test_since_seeks_by_time_and_a_time_after_everything_reads_nothing() -> None:
+    order_id = str(uuid.uuid4())
+    consumer = FakeConsumer(log_with(order_id, order_id))
+
+    events = await read_key(consumer, order_id, PARTITIONS, since_ms=1_035)
+    assert {event.offset for event in events} == {4, 5}
+
+    consumer = FakeConsumer(log_with(order_id, order_id))
+    assert await read_key(consumer, order_id, PARTITIONS, since_ms=99_999) == []
+
+
+async def test_topics_that_do_not_exist_are_skipped() -> None:
+    order_id = str(uuid.uuid4())
+    consumer = FakeConsumer(log_with(order_id, order_id))
+
+    events = await read_key(consumer, order_id, {"events.order": [0, 1, 2]})
+
+    assert {event.topic for event in events} == {"events.order"}
+    assert await read_key(FakeConsumer({}), order_id, {}) == []
+
+
+async def test_a_partition_that_never_reaches_its_end_fails_within_the_timeout() -> None:
+    order_id = str(uuid.uuid4())
+    consumer = FakeConsumer(log_with(order_id, order_id), batch=0)
+
+    with pytest.raises(CliError, match="did not deliver"):
+        await read_key(consumer, order_id, PARTITIONS, timeout_s=0.2)
+
+
+async def test_headers_and_value_are_decoded() -> None:
+    order_id = str(uuid.uuid4())
+    consumer = FakeConsumer(log_with(order_id, order_id))
+
+    event = (await read_key(consumer, order_id, {"events.order": [0, 1, 2]}))[0]
+
+    assert event.event_type == "ORDER_CREATED"
+    assert event.value == {"order_id": "x"}
+    assert event.service == "order_svc"
+    assert event.causation_id is None
