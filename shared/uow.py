@@ -151,6 +151,18 @@ class UnitOfWork:
         self.pool = pool
         self.consumer = consumer
 
+    @classmethod
+    async def connect(cls, dsn: str, consumer: str, *, min_size: int = 1, max_size: int = 10) -> UnitOfWork:
+        """A unit of work over a new pool to `dsn`; `close()` it when done."""
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        except _TRANSIENT as error:
+            raise TransientError(_describe(error)) from error
+        return cls(pool, consumer)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
     @asynccontextmanager
     async def processing(self, envelope: Envelope) -> AsyncIterator[Transaction]:
         """A transaction handling `envelope`, its inbox row already written."""

@@ -32,3 +32,23 @@ CREATE TABLE IF NOT EXISTS inbox (
     PRIMARY KEY (consumer, event_id)
 );
 CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at);
+
+-- dead_letters: a message this service could not handle (undecodable, or failing
+--   after its retries). Written together with a DEAD_LETTER outbox row routed to
+--   events.deadletter, so dead letters too leave only through the outbox. One row
+--   per (consumer, topic, partition, offset): a redelivered poison message is
+--   dead-lettered once. `saga dlq replay ID` runs the stored message again.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id           uuid        PRIMARY KEY,
+    consumer     text        NOT NULL,
+    topic        text        NOT NULL,
+    kafka_partition integer  NOT NULL,
+    kafka_offset bigint      NOT NULL,
+    message_key  text,
+    headers      jsonb       NOT NULL,
+    raw_value    text,
+    error        text        NOT NULL,
+    failed_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    replayed_at  timestamptz,
+    UNIQUE (consumer, topic, kafka_partition, kafka_offset)
+);

@@ -1,0 +1,133 @@
+"""order_svc: the requests it serves and the events it reacts to.
+
+Commands (from HTTP): `place_order`, `cancel_order`. Events: see HANDLERS at the
+bottom; each handler locks the order, lets `domain` decide, then stores the new state,
+one history row per status change, and the event the rules asked for.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from order_svc import domain, repository
+from order_svc.domain import Order, Outcome, OrderNotFound, OrderStatus, PlaceOrder
+from shared.events import (
+    InventoryRejected,
+    InventoryReleased,
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    utc_now,
+)
+from shared.uow import Transaction, UnitOfWork
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order_id: UUID
+    status: OrderStatus
+    created: bool
+    """False when an earlier request with the same Idempotency-Key placed it."""
+
+
+async def place_order(
+    uow: UnitOfWork,
+    command: PlaceOrder,
+    idempotency_key: str | None = None,
+    *,
+    deadline_seconds: float = domain.DEFAULT_DEADLINE_SECONDS,
+    traceparent: str | None = None,
+) -> PlacedOrder:
+    """Write a PENDING order, its first history row and ORDER_CREATED in one transaction.
+    A request repeating an earlier Idempotency-Key gets that order back (created=False)
+    and writes nothing; the same key with a different order is IdempotencyKeyReused."""
+    order_id = uuid.uuid4()
+    async with uow.starting(order_id, traceparent) as tx:
+        if idempotency_key is not None:
+            earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
+            if earlier is not None:
+                return _replayed(earlier, command, idempotency_key)
+        if not await repository.insert_order(tx.connection, order_id, command, idempotency_key, deadline_seconds):
+            # a concurrent request with the same key committed first
+            earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
+            return _replayed(earlier, command, idempotency_key)
+        event_id = await tx.emit(
+            OrderCreated(
+                order_id=order_id,
+                occurred_at=utc_now(),
+                customer_id=command.customer_id,
+                items=command.items,
+                amount=command.amount,
+                currency=command.currency,
+            )
+        )
+        await repository.add_history(tx.connection, order_id, OrderStatus.PENDING, None, event_id)
+    return PlacedOrder(order_id, OrderStatus.PENDING, created=True)
+
+
+async def cancel_order(uow: UnitOfWork, order_id: UUID) -> OrderStatus:
+    """The customer's cancellation; returns the order's status afterwards. Raises
+    OrderNotFound, or OrderAlreadyFinal for a CONFIRMED or CANCELLED order. Emits
+    nothing now: the saga reacts when payment completes (see domain)."""
+    async with uow.starting(order_id) as tx:
+        order = await _locked(tx, order_id)
+        after = domain.request_cancel(order)
+        await _record(tx, order, (after, None))
+    return after.status
+
+
+async def on_inventory_rejected(event: InventoryRejected, tx: Transaction) -> None:
+    order = await _locked(tx, event.order_id)
+    await _record(tx, order, domain.on_inventory_rejected(order, event.reason))
+
+
+async def on_payment_completed(event: PaymentCompleted, tx: Transaction) -> None:
+    order = await _locked(tx, event.order_id)
+    await _record(tx, order, domain.on_payment_completed(order))
+
+
+async def on_payment_failed(event: PaymentFailed, tx: Transaction) -> None:
+    order = await _locked(tx, event.order_id)
+    await _record(tx, order, domain.on_payment_failed(order, event.reason))
+
+
+async def on_inventory_released(event: InventoryReleased, tx: Transaction) -> None:
+    order = await _locked(tx, event.order_id)
+    await _record(tx, order, domain.on_inventory_released(order))
+
+
+async def _locked(tx: Transaction, order_id: UUID) -> Order:
+    order = await repository.lock_order(tx.connection, order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    return order
+
+
+async def _record(tx: Transaction, before: Order, outcome: Outcome) -> None:
+    """Store the order after the fact; emit the event the rules asked for; add a history
+    row if the status changed, pointing at the emitted event, else at the handled one."""
+    after, event = outcome
+    if after == before:
+        return
+    event_id = await tx.emit(event) if event is not None else None
+    await repository.save_order(tx.connection, after)
+    if after.status != before.status:
+        caused_by = event_id or (UUID(tx.causation_id) if tx.causation_id else None)
+        await repository.add_history(tx.connection, after.order_id, after.status, after.reason, caused_by)
+
+
+def _replayed(earlier: Mapping[str, Any], command: PlaceOrder, key: str) -> PlacedOrder:
+    if earlier["request_sha256"] != command.fingerprint():
+        raise domain.IdempotencyKeyReused(key)
+    return PlacedOrder(earlier["order_id"], OrderStatus(earlier["status"]), created=False)
+
+
+HANDLERS = {
+    InventoryRejected: on_inventory_rejected,
+    PaymentCompleted: on_payment_completed,
+    PaymentFailed: on_payment_failed,
+    InventoryReleased: on_inventory_released,
+}

@@ -1,0 +1,26 @@
+"""Prometheus metrics every service exposes on GET /metrics (one registry per process)."""
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+EVENTS_HANDLED = Counter(
+    "saga_events_handled_total",
+    "Kafka messages consumed, by event type and outcome (handled, duplicate, ignored, dead_lettered).",
+    ["service", "event_type", "outcome"],
+)
+HANDLER_SECONDS = Histogram(
+    "saga_handler_seconds",
+    "Time from picking up a message to its committed transaction.",
+    ["service", "event_type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RETRIES = Counter("saga_retries_total", "Transient failures retried.", ["service", "event_type"])
+DEAD_LETTERS = Counter("saga_dead_letters_total", "Messages written as dead letters.", ["service", "topic"])
+SAGAS_FINISHED = Counter("saga_sagas_finished_total", "Sagas that reached a terminal order state.", ["status", "reason"])
+SAGAS_IN_FLIGHT = Gauge("saga_sagas_in_flight", "Orders not yet CONFIRMED or CANCELLED.")
+SAGAS_STUCK = Gauge("saga_sagas_stuck", "Orders in flight past their deadline.")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST
