@@ -166,7 +166,7 @@ class UnitOfWork:
     @asynccontextmanager
     async def processing(self, envelope: Envelope) -> AsyncIterator[Transaction]:
         """A transaction handling `envelope`, its inbox row already written."""
-        async with self._transaction() as connection:
+        async with self.bare_transaction() as connection:
             inserted = await connection.fetchval(
                 _INSERT_INBOX, self.consumer, envelope.event_id, envelope.event.event_type, envelope.saga_id
             )
@@ -182,7 +182,7 @@ class UnitOfWork:
     async def starting(self, saga_id: str | uuid.UUID, traceparent: str | None = None) -> AsyncIterator[Transaction]:
         """A transaction started by a request rather than an event: no inbox row, empty
         causation id, and a new trace (or a child of the caller's valid `traceparent`)."""
-        async with self._transaction() as connection:
+        async with self.bare_transaction() as connection:
             yield Transaction(
                 connection=connection,
                 saga_id=str(saga_id),
@@ -213,7 +213,10 @@ class UnitOfWork:
             raise TransientError(_describe(error)) from error
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def bare_transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A plain transaction (READ COMMITTED) with neither inbox row nor saga, e.g. for
+        recording a dead letter together with its outbox row. Commits on clean exit,
+        rolls back on exception; transient failures become TransientError."""
         try:
             async with self.pool.acquire() as connection:
                 async with connection.transaction(isolation="read_committed"):
