@@ -87,11 +87,14 @@ async def _print_forever(consumer: AIOKafkaConsumer, out: Console, saga_id: str 
         records = sorted((record for batch in batches.values() for record in batch), key=lambda r: r.timestamp)
         for record in records:
             event = decode_record(record)
-            if saga_id is not None and event.key != saga_id:
-                continue
-            if event_type is not None and (event.event_type or "").upper() != event_type:
-                continue
-            out.print(format_line(event))
+            if is_wanted(event, saga_id, event_type):
+                out.print(format_line(event))
+
+
+def is_wanted(event: KafkaEvent, saga_id: str | None, event_type: str | None) -> bool:
+    if saga_id is not None and event.key != saga_id:
+        return False
+    return event_type is None or (event.event_type or "").upper() == event_type
 
 
 def format_line(event: KafkaEvent) -> Text:

@@ -76,48 +76,58 @@ async def _read_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
         return await read_key(consumer, order_id, await partitions_by_topic(consumer), since_ms=since_ms)
 
 
+# Below this console width the table drops the Kafka coordinates (the JSON always has them).
+WIDE_CONSOLE = 100
+
+
 def _print_timeline(order_id: str, steps: list[Step]) -> None:
+    out = console()
+    wide = out.width >= WIDE_CONSOLE
     duration_ms = steps[-1].since_start_ms
-    table = Table(
-        title=f"saga {order_id}: {outcome(steps)}, {len(steps)} event{'s' if len(steps) != 1 else ''} "
-        f"in {_duration(duration_ms)} from {steps[0].event.at}",
-        title_justify="left",
-        caption="hop: time since the event that caused it" + (
-            " · ↺ compensation" if any(step.compensation for step in steps) else ""
-        ),
-        caption_justify="left",
-        show_edge=False,
-    )
-    table.add_column("+time", justify="right")
-    table.add_column("event")
-    table.add_column("service")
-    table.add_column("hop", justify="right")
-    table.add_column("p@offset")
-    table.add_column("detail")
-    table.add_column("event id")
+    heading = Text(f"saga {order_id}: ", style="bold")
+    heading.append(outcome(steps), style=EVENT_STYLES.get(f"ORDER_{outcome(steps)}", ""))
+    heading.append(f", {len(steps)} event{'s' if len(steps) != 1 else ''} in {_duration(duration_ms)}")
+    heading.append(f" from {steps[0].event.at}")
+    table = Table(show_edge=False)
+    table.add_column("+time", justify="right", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("service", no_wrap=True)
+    table.add_column("hop", justify="right", no_wrap=True)
+    if wide:
+        table.add_column(Text("topic[partition]@offset"), no_wrap=True)
+        table.add_column("event id", no_wrap=True)
     for step in steps:
         event = step.event
-        table.add_row(
+        row = [
             cell(_duration(step.since_start_ms)),
             _event_cell(step),
             cell(event.service),
             cell(None if step.hop_ms is None else _duration(step.hop_ms)),
-            cell(f"{event.partition}@{event.offset}"),
-            cell(_detail(event.value)),
-            cell((event.event_id or "")[:8]),
-        )
-    console().print(table)
+        ]
+        if wide:
+            row += [cell(f"{event.topic}[{event.partition}]@{event.offset}"), cell((event.event_id or "")[:8])]
+        table.add_row(*row)
+    out.print(heading)
+    out.print(table)
+    legend = "hop: time since the event that caused it"
+    if any(step.compensation for step in steps):
+        legend += " · ↺ compensation"
+    out.print(Text(legend, style="dim"))
 
 
 EVENT_STYLES = {"ORDER_CONFIRMED": "bold green", "ORDER_CANCELLED": "bold red"}
 
 
 def _event_cell(step: Step) -> Text:
+    """The event type (↺ for a compensation), and what its payload says went wrong on a second line."""
     name = step.event.event_type or "?"
     text = Text("↺ " if step.compensation else "  ")
     text.append(name, style=EVENT_STYLES.get(name, "yellow" if step.compensation else ""))
     if step.duplicate:
         text.append(" (duplicate)", style="dim")
+    detail = _detail(step.event.value)
+    if detail:
+        text.append(f"\n  {detail}", style="dim")
     return text
 
 

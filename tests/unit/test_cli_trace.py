@@ -1,0 +1,127 @@
+"""`saga trace` end to end, with the topics replaced by in-memory records."""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cli_support import FakeService, assert_one_line_error, closed_port, run_saga, serve
+from saga_cli import trace as trace_module
+from saga_cli.kafka import KafkaEvent
+
+pytestmark = pytest.mark.unit
+
+
+class FakeTopics:
+    """Stands in for the Kafka read: remembers where it was asked to start."""
+
+    def __init__(self, events: list[KafkaEvent]) -> None:
+        self.events = events
+        self.asked: list[tuple[str, int | None]] = []
+
+    async def read(self, order_id: str, since_ms: int | None) -> list[KafkaEvent]:
+        self.asked.append((order_id, since_ms))
+        return [event for event in self.events if event.key == order_id]
+
+
+def saga_events(order_id: str) -> list[KafkaEvent]:
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    chain = [
+        ("events.order", "ORDER_CREATED", 1_714_564_800_000),
+        ("events.inventory", "INVENTORY_RESERVED", 1_714_564_800_040),
+        ("events.payment", "PAYMENT_FAILED", 1_714_564_800_090),
+        ("events.inventory", "INVENTORY_RELEASED", 1_714_564_800_120),
+        ("events.order", "ORDER_CANCELLED", 1_714_564_800_150),
+    ]
+    return [
+        KafkaEvent(
+            topic=topic, partition=0, offset=n, timestamp_ms=at, key=order_id,
+            headers={"id": ids[n], "eventType": event_type, "causationId": ids[n - 1] if n else ""},
+            value={"event_type": event_type, "reason": "insufficient_funds" if event_type == "PAYMENT_FAILED" else None},
+        )
+        for n, (topic, event_type, at) in enumerate(chain)
+    ]
+
+
+@pytest.fixture
+def order_svc(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeService]:
+    fake = FakeService()
+    server = serve(fake)
+    monkeypatch.setenv("SAGA_ORDER_URL", fake.url)
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def topics(monkeypatch: pytest.MonkeyPatch) -> FakeTopics:
+    fake = FakeTopics([])
+    monkeypatch.setattr(trace_module, "_read_saga", fake.read)
+    return fake
+
+
+def test_json_lists_the_events_in_order_with_the_spec_keys(order_svc, topics: FakeTopics, capsys) -> None:
+    order_id = str(uuid.uuid4())
+    topics.events = list(reversed(saga_events(order_id)))
+
+    outcome = run_saga(capsys, "trace", order_id, "--json")
+
+    document = json.loads(outcome.stdout)
+    assert document["order_id"] == order_id
+    assert document["outcome"] == "CANCELLED"
+    assert [e["event_type"] for e in document["events"]] == [
+        "ORDER_CREATED", "INVENTORY_RESERVED", "PAYMENT_FAILED", "INVENTORY_RELEASED", "ORDER_CANCELLED"
+    ]
+    assert [e["service"] for e in document["events"]] == ["order_svc", "inventory_svc", "payment_svc", "inventory_svc", "order_svc"]
+    assert [e["hop_ms"] for e in document["events"]] == [None, 40, 50, 30, 30]
+    assert [e["compensation"] for e in document["events"]] == [False, False, False, True, True]
+    assert document["events"][0]["at"] == "2024-05-01T12:00:00.000Z"
+
+
+def test_plain_mode_is_a_table_with_time_since_start_and_compensations(order_svc, topics: FakeTopics, capsys) -> None:
+    order_id = str(uuid.uuid4())
+    topics.events = saga_events(order_id)
+
+    outcome = run_saga(capsys, "trace", order_id)
+
+    assert outcome.exit_code == 0
+    assert f"saga {order_id}: CANCELLED, 5 events in 150 ms" in " ".join(outcome.stdout.split())
+    assert "↺ INVENTORY_RELEASED" in outcome.stdout
+    assert "insufficient_funds" in outcome.stdout
+
+
+def test_the_read_starts_shortly_before_the_orders_creation(order_svc: FakeService, topics: FakeTopics, capsys) -> None:
+    order_id = str(uuid.uuid4())
+    order_svc.answer("GET", f"/orders/{order_id}", 200, {"order_id": order_id, "created_at": "2024-05-01T12:00:00Z"})
+    topics.events = saga_events(order_id)
+
+    run_saga(capsys, "trace", order_id)
+
+    assert topics.asked == [(order_id, 1_714_564_800_000 - trace_module.START_MARGIN_MS)]
+
+
+def test_without_the_order_service_the_read_starts_at_the_beginning(monkeypatch, topics: FakeTopics, capsys) -> None:
+    monkeypatch.setenv("SAGA_ORDER_URL", f"http://127.0.0.1:{closed_port()}")
+    order_id = str(uuid.uuid4())
+    topics.events = saga_events(order_id)
+
+    assert run_saga(capsys, "trace", order_id).exit_code == 0
+    assert topics.asked == [(order_id, None)]
+
+
+def test_since_overrides_the_start(order_svc, topics: FakeTopics, capsys) -> None:
+    order_id = str(uuid.uuid4())
+    topics.events = saga_events(order_id)
+
+    run_saga(capsys, "trace", order_id, "--since", "2024-05-01T12:00:00.100Z")
+
+    assert topics.asked == [(order_id, 1_714_564_800_100)]
+    assert order_svc.requests == []
+
+
+def test_an_unknown_saga_is_one_line(order_svc, topics: FakeTopics, capsys) -> None:
+    outcome = run_saga(capsys, "trace", "no-such-order")
+
+    assert_one_line_error(outcome, "no events for order no-such-order on events.order, events.inventory, events.payment")
