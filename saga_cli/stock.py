@@ -43,8 +43,7 @@ def show_stock(
     """Stock per SKU: available, reserved, sold."""
     client = ServiceClient(INVENTORY_SVC)
     if sku is None:
-        rows = client.get("/stock")
-        rows = _as_rows(rows)
+        rows = _as_rows(client.get("/stock"))
     else:
         sku = parse_required_text(sku, "SKU")
         try:

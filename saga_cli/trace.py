@@ -62,11 +62,11 @@ def order_created_ms(order_id: str) -> int | None:
         (step.get("at") for step in order.get("history") or [] if isinstance(step, dict) and step.get("at")),
         default=None,
     )
-    try:
-        moment = datetime.fromisoformat(str(created)) if created else None
-    except ValueError:
+    if not created:
         return None
-    if moment is None:
+    try:
+        moment = datetime.fromisoformat(str(created))
+    except ValueError:
         return None
     return max(int(moment.astimezone().timestamp() * 1000) - START_MARGIN_MS, 0)
 
