@@ -34,12 +34,12 @@ WHERE order_id = $1 AND status = 'RESERVED'
 RETURNING reservation_id, items
 """
 
-# $4/$5/$6: how available/reserved/sold change per unit of each item (see _RESERVE, ...)
+# $3/$4/$5: how available/reserved/sold change per unit of each item (see _RESERVE, ...)
 _MOVE_STOCK = """
 UPDATE stock AS s
-SET available = s.available + $4 * i.quantity,
-    reserved = s.reserved + $5 * i.quantity,
-    sold = s.sold + $6 * i.quantity,
+SET available = s.available + $3::bigint * i.quantity,
+    reserved = s.reserved + $4::bigint * i.quantity,
+    sold = s.sold + $5::bigint * i.quantity,
     updated_at = now()
 FROM unnest($1::text[], $2::bigint[]) AS i (sku, quantity)
 WHERE s.sku = i.sku
