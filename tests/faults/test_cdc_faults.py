@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tests.support.kafka import TopicReader
-from tests.support.outbox import connect_service, insert_outbox
+from tests.support.outbox import PROBE_TOPIC, connect_service, insert_outbox
 
 pytestmark = pytest.mark.faults
 
@@ -48,7 +48,7 @@ def _all_arrived(written: list[str]):
 
 async def test_kill_9_of_kafka_connect_while_rows_are_written_loses_nothing(stack):
     saga_id = str(uuid.uuid4())
-    async with TopicReader(stack.settings.kafka_bootstrap, "events.order") as reader:
+    async with TopicReader(stack.settings.kafka_bootstrap, PROBE_TOPIC) as reader:
         writer = asyncio.create_task(_write_rows(stack.settings, 300, saga_id, interval=0.01))
         await reader.read_until(lambda rs: len(rs) >= 20, timeout=60)  # streaming is under way
 
@@ -73,7 +73,7 @@ async def test_kill_9_of_kafka_connect_while_rows_are_written_loses_nothing(stac
 async def test_postgres_immediate_restart_resumes_streaming_without_loss(stack):
     saga_id = str(uuid.uuid4())
     postgres = stack.stack.postgres
-    async with TopicReader(stack.settings.kafka_bootstrap, "events.order") as reader:
+    async with TopicReader(stack.settings.kafka_bootstrap, PROBE_TOPIC) as reader:
         before = await _write_rows(stack.settings, 50, saga_id, interval=0)
         await asyncio.to_thread(postgres.stop, "immediate")
         print("injected: pg_ctl stop -m immediate")

@@ -6,14 +6,15 @@ import uuid
 import pytest
 
 from tests.support.kafka import TopicReader
-from tests.support.outbox import AGGREGATES, TRACEPARENT, connect_service, insert_outbox
+from saga_cli.stack.config import SERVICE_DATABASES
+from tests.support.outbox import PROBE_TOPIC, TRACEPARENT, connect_service, insert_outbox
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("database", sorted(AGGREGATES))
+@pytest.mark.parametrize("database", sorted(SERVICE_DATABASES))
 async def test_committed_outbox_row_is_published_with_key_headers_and_json_payload(stack, database):
-    topic = f"events.{AGGREGATES[database]}"
+    topic = PROBE_TOPIC  # events.<aggregate_type>: the row's aggregate type is "probe"
     saga_id = str(uuid.uuid4())
     causation_id = str(uuid.uuid4())
     payload = {"order_id": saga_id, "amount": "40.00", "items": [{"sku": "A-1", "quantity": 2}]}
@@ -41,7 +42,7 @@ async def test_committed_outbox_row_is_published_with_key_headers_and_json_paylo
 
 async def test_rolled_back_outbox_row_is_never_published(stack):
     saga_id = str(uuid.uuid4())  # one key, one partition: the marker cannot overtake it
-    async with TopicReader(stack.settings.kafka_bootstrap, "events.order") as reader:
+    async with TopicReader(stack.settings.kafka_bootstrap, PROBE_TOPIC) as reader:
         conn = await connect_service(stack.settings, "orders")
         try:
             transaction = conn.transaction()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class TopicReader:
     """
 
     def __init__(self, bootstrap: str, *topics: str):
+        self.bootstrap = bootstrap
         self.topics = topics
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
         self.records: list[Record] = []
@@ -49,6 +52,7 @@ class TopicReader:
         return self
 
     async def _partitions(self, topic: str) -> set[int]:
+        await ensure_topic(self.bootstrap, topic)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             found = self.consumer.partitions_for_topic(topic)
@@ -72,6 +76,20 @@ class TopicReader:
             for messages in batch.values():
                 self.records.extend(_record(m) for m in messages)
         return self.records
+
+
+async def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
+    """Create `topic` unless it exists (a topic only the tests use)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            try:
+                await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
 
 
 def _record(message) -> Record:

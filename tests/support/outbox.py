@@ -1,4 +1,8 @@
-"""Writing outbox rows directly, as a service would, for tests of the CDC path itself."""
+"""Writing outbox rows directly, as a service would, for tests of the CDC path itself.
+
+These rows carry the aggregate type `probe`, so EventRouter routes them to
+events.probe, a topic no service consumes: the CDC tests never feed the saga.
+"""
 from __future__ import annotations
 
 import json
@@ -8,8 +12,8 @@ import asyncpg
 
 from saga_cli.stack.config import SERVICE_DATABASES, StackSettings
 
-# database -> the aggregate type its service routes to events.<aggregate>
-AGGREGATES = {"orders": "order", "inventory": "inventory", "payments": "payment"}
+PROBE_AGGREGATE = "probe"
+PROBE_TOPIC = f"events.{PROBE_AGGREGATE}"
 
 INSERT_OUTBOX = """
 INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, saga_id, causation_id, traceparent)
@@ -20,7 +24,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 async def connect_service(settings: StackSettings, database: str) -> asyncpg.Connection:
-    assert database in SERVICE_DATABASES
+    assert database in SERVICE_DATABASES, database
     return await asyncpg.connect(settings.service_dsn(database))
 
 
@@ -38,7 +42,7 @@ async def insert_outbox(
     await conn.execute(
         INSERT_OUTBOX,
         uuid.UUID(event_id),
-        AGGREGATES[database],
+        PROBE_AGGREGATE,
         saga_id,
         event_type,
         json.dumps(payload if payload is not None else {"order_id": saga_id, "n": 1}),

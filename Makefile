@@ -1,0 +1,45 @@
+# The two commands: `make demo` and `make test`. Both install what is missing first
+# (system packages, the virtualenv, the Kafka and Debezium jars) and are quick the second time.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SAGA := $(VENV)/bin/saga
+PYTEST_ARGS ?=
+
+.PHONY: demo test deps venv jars up down status clean unit
+
+deps:
+	@scripts/system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+jars: deps venv
+	@$(SAGA) stack install
+
+demo: jars
+	@$(PY) -m saga_cli.demo
+
+# The suite brings the stack (and the services) up itself and stops what it started.
+test: jars
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	@$(PY) -m pytest -m unit -q
+
+up: jars
+	@$(SAGA) up
+
+down:
+	@$(SAGA) down
+
+status:
+	@$(SAGA) status
+
+clean: down
+	rm -rf .stack

@@ -1,0 +1,5 @@
+"""`python -m order_svc`: run the service's worker (consumer and HTTP API) in this process."""
+from order_svc.app import create_runtime
+
+if __name__ == "__main__":
+    create_runtime().main()

@@ -1,0 +1,47 @@
+"""payment_svc's entry point: the consumer of inventory and order events, and the accounts HTTP API.
+
+  GET /accounts               every account: [{"customer", "balance", "currency"}]
+  GET /accounts/{customer}    one account
+  PUT /accounts/{customer}    {"balance": "100.00", "currency": "EUR"} seeds or resets an account
+"""
+from __future__ import annotations
+
+from faust.web import Request, Response, View
+from pydantic import ValidationError
+
+from payment_svc import repository
+from payment_svc.bootstrap import bind_handlers
+from payment_svc.domain import SetAccount
+from shared.service import ServiceRuntime, json_response, read_json, validation_response
+from shared.settings import PaymentSettings
+from shared.topics import INVENTORY, ORDER, TOPICS
+
+
+def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
+    settings = settings or PaymentSettings()
+    runtime = ServiceRuntime(settings, bind_handlers(settings), topics=[TOPICS[INVENTORY], TOPICS[ORDER]])
+
+    @runtime.app.page("/accounts")
+    class Accounts(View):
+        async def get(self, request: Request) -> Response:
+            async with (await runtime.uow()).connection() as connection:
+                return json_response(self, await repository.accounts(connection))
+
+    @runtime.app.page("/accounts/{customer}")
+    class Account(View):
+        async def get(self, request: Request, customer: str) -> Response:
+            async with (await runtime.uow()).connection() as connection:
+                found = await repository.account(connection, customer)
+            if found is None:
+                return json_response(self, {"detail": f"customer {customer} not found"}, status=404)
+            return json_response(self, found)
+
+        async def put(self, request: Request, customer: str) -> Response:
+            try:
+                command = SetAccount.model_validate(await read_json(request))
+            except (ValidationError, ValueError) as error:
+                return validation_response(self, error)
+            async with (await runtime.uow()).connection() as connection:
+                return json_response(self, await repository.set_account(connection, customer, command.balance, command.currency))
+
+    return runtime

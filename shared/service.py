@@ -1,0 +1,195 @@
+"""One service process: a faust app whose agent feeds the consumer runtime, its database pool, and its web views.
+
+Each service's app.py builds a `ServiceRuntime` with its settings, handler table and
+topics, then adds its own views with `runtime.app.page(...)`. Every service gets:
+
+  GET  /health                      200 only when the database answers, Kafka is
+                                    reachable and the consumer has partitions assigned
+  GET  /metrics                     Prometheus text format
+  POST /deadletters/{id}/replay     run a dead letter's message through the handlers again
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import faust
+from faust.web import Request, Response, View
+from pydantic import ValidationError
+
+from shared import metrics
+from shared.consumer import EventConsumer, IncomingMessage
+from shared.errors import EventDecodeError, TransientError
+from shared.settings import ServiceSettings
+from shared.uow import Handler, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class ServiceRuntime:
+    def __init__(self, settings: ServiceSettings, handlers: Mapping[type, Handler], topics: Sequence[str]):
+        self.settings = settings
+        self.name = settings.service_name
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self.handlers = handlers
+        self.app = faust.App(
+            self.name,
+            broker=f"kafka://{settings.kafka_bootstrap}",
+            key_serializer="raw",
+            value_serializer="raw",
+            web_host=settings.http_host,
+            web_bind=settings.http_host,
+            web_port=settings.http_port,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=0.5,
+            topic_partitions=3,
+            # faust's local state (we keep none that matters: the database is the state)
+            datadir=str(Path(tempfile.gettempdir()) / "saga-faust" / f"{self.name}-{settings.http_port}"),
+            autodiscover=False,
+        )
+        topic = self.app.topic(*topics, key_type=bytes, value_type=bytes, allow_empty=True)
+        self.app.agent(topic, name=f"{self.name}.events")(self._consume)
+        self._add_common_views()
+        Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
+
+    # --- database ----------------------------------------------------------------------
+    async def pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:
+            if self._pool is None:
+                s = self.settings
+                self._pool = await asyncpg.create_pool(
+                    s.database_url, min_size=s.db_pool_min_size, max_size=s.db_pool_max_size, command_timeout=30
+                )
+        return self._pool
+
+    async def uow(self) -> UnitOfWork:
+        return UnitOfWork(await self.pool(), self.settings.consumer_name)
+
+    async def consumer(self) -> EventConsumer:
+        return EventConsumer(await self.uow(), self.handlers)
+
+    # --- the agent: ack only after the outcome is committed ----------------------------------
+    async def _consume(self, stream) -> None:
+        consumer = None
+        async for event in stream.noack().events():
+            if consumer is None:
+                consumer = await self._until_connected(self.consumer)
+            await consumer.handle(IncomingMessage.from_record(event.message))
+            event.ack()
+
+    async def _until_connected(self, make):
+        delay = 0.2
+        while True:
+            try:
+                return await make()
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("database not reachable yet (%s); retrying", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- common views ------------------------------------------------------------------
+    def _add_common_views(self) -> None:
+        runtime = self
+
+        @self.app.page("/health")
+        class Health(View):
+            async def get(self, request: Request) -> Response:
+                checks = {"database": await runtime._database_ok(), "kafka": runtime._kafka_ok()}
+                assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in runtime._assignment())
+                checks["consumer"] = bool(assigned)
+                healthy = all(checks.values())
+                body = {"status": "ok" if healthy else "unavailable", **{k: "ok" if v else "down" for k, v in checks.items()}, "assigned": assigned}
+                return json_response(self, body, status=200 if healthy else 503)
+
+        @self.app.page("/metrics")
+        class Metrics(View):
+            async def get(self, request: Request) -> Response:
+                text, content_type = metrics.render()
+                return self.bytes(text, content_type=content_type.split(";")[0])
+
+        @self.app.page("/deadletters/{dead_letter_id}/replay")
+        class Replay(View):
+            async def post(self, request: Request, dead_letter_id: str) -> Response:
+                try:
+                    ident = uuid.UUID(dead_letter_id)
+                except ValueError:
+                    return json_response(self, {"detail": f"not a dead letter id: {dead_letter_id}"}, status=422)
+                consumer = await runtime.consumer()
+                try:
+                    outcome = await consumer.replay(ident)
+                except KeyError:
+                    return json_response(self, {"detail": f"dead letter {dead_letter_id} not found"}, status=404)
+                except (EventDecodeError, TransientError, Exception) as error:
+                    return json_response(self, {"detail": f"replay failed: {error}"}, status=409)
+                return json_response(self, {"id": dead_letter_id, "outcome": outcome})
+
+    async def _database_ok(self) -> bool:
+        try:
+            pool = await asyncio.wait_for(self.pool(), 2)
+            return await asyncio.wait_for(pool.fetchval("SELECT 1"), 2) == 1
+        except Exception:
+            return False
+
+    def _assignment(self):
+        try:
+            return self.app.consumer.assignment()
+        except Exception:
+            return set()
+
+    def _kafka_ok(self) -> bool:
+        try:
+            return bool(self.app.consumer.assignment()) and not self.app.consumer.should_stop
+        except Exception:
+            return False
+
+    def main(self) -> None:
+        """Run the worker in this process (what `python -m <service>` does)."""
+        import sys
+
+        sys.argv = [self.name, "worker", "--loglevel", "info", "--web-port", str(self.settings.http_port)]
+        self.app.main()
+
+
+# --- HTTP helpers shared by the services' views ---------------------------------------------
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def json_response(view: View, body: Any, status: int = 200) -> Response:
+    return view.bytes(json.dumps(body, default=_default).encode(), content_type="application/json", status=status)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON; ValueError with a one-line reason when it is not."""
+    raw = await request.read()
+    try:
+        return json.loads(raw or b"null")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+
+
+def validation_response(view: View, error: ValidationError | ValueError) -> Response:
+    """422 with the validation errors, one entry per field."""
+    if isinstance(error, ValidationError):
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors(include_url=False)]
+    else:
+        detail = [{"loc": ["body"], "msg": str(error), "type": "value_error"}]
+    return json_response(view, {"detail": detail}, status=422)
