@@ -155,7 +155,7 @@ class EventConsumer:
         dead_letter_id = uuid.uuid4()
         raw_value = message.value.decode("utf-8", "replace") if message.value is not None else None
         headers = dict(message.headers)
-        async with self.uow.transaction() as connection:
+        async with self.uow.bare_transaction() as connection:
             failed_at = await connection.fetchval(
                 _INSERT_DEAD_LETTER, dead_letter_id, self.name, message.topic, message.partition, message.offset,
                 message.key_text, json.dumps(headers), raw_value, error,
