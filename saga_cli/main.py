@@ -31,6 +31,20 @@ app.command("trace")(trace.trace)
 app.command("tail")(tail.tail)
 
 
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """click's ClickException, and the copy that newer Typer releases vendor."""
+    import click
+
+    found: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        found.append(VendoredClickException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
 def run() -> None:
     try:
         app(standalone_mode=False)
@@ -46,9 +60,7 @@ def run() -> None:
         print("saga: aborted", file=sys.stderr)
         sys.exit(1)
     except Exception as error:
-        import click
-
-        if isinstance(error, click.ClickException):  # usage errors: click's own one-liners
+        if isinstance(error, _click_exceptions()):  # usage errors: click's own one-liners
             error.show()
             sys.exit(error.exit_code)
         if os.environ.get("SAGA_DEBUG") == "1":
