@@ -6,6 +6,9 @@
     tracing     W3C traceparent: new trace per saga, a child span per hop
     uow         the unit of work: inbox + business rows + outbox in one transaction
     migrations  the idempotent schema step, and each service's schema files
+    consumer    the consumer runtime: dedupe, retry, dead letters through the outbox
+    service     a service process: Kafka agent, HTTP views, health
+    metrics     the Prometheus metrics
     settings    one pydantic-settings class per service
     errors      the named errors (EventDecodeError, TransientError, DomainError)
     testing     throwaway migrated databases for tests
