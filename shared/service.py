@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -84,7 +85,15 @@ class ServiceRuntime:
         async for event in stream.noack().events():
             if consumer is None:
                 consumer = await self._until_connected(self.consumer)
-            await consumer.handle(IncomingMessage.from_record(event.message))
+            try:
+                await consumer.handle(IncomingMessage.from_record(event.message))
+            except Exception:
+                # handle() settles every message itself; reaching here is a bug. Faust would
+                # carry on without this agent, so stop the whole worker instead: the message
+                # is not acked, and the restarted worker gets it again.
+                log.critical("consumer failed outside its own error handling; exiting", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
             event.ack()
 
     async def _until_connected(self, make):
