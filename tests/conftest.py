@@ -22,6 +22,13 @@ def stack():
 
 
 @pytest.fixture(scope="session")
+def services(stack):
+    """The stack plus order_svc, inventory_svc and payment_svc running as processes, healthy."""
+    stack.ensure_services()
+    return stack
+
+
+@pytest.fixture(scope="session")
 def pg_superuser_dsn() -> str:
     """DSN of a PostgreSQL superuser on the server the tests use."""
     dsn = os.environ.get("SAGA_TEST_PG_DSN")

@@ -12,6 +12,7 @@ from saga_cli.stack.stack import Stack
 class RunningStack:
     stack: Stack
     started_here: bool
+    services_started_here: bool = False
 
     @property
     def settings(self) -> StackSettings:
@@ -21,8 +22,22 @@ class RunningStack:
     def pg_superuser_dsn(self) -> str:
         return self.stack.postgres.superuser_dsn
 
+    def ensure_services(self) -> None:
+        """The three services as their own processes (what `saga up` adds to the stack)."""
+        from saga_cli import services
+
+        if any(service.find() is None for service in services.services(self.settings)):
+            self.services_started_here = True
+        services.up(self.settings, say=lambda line: print(f"[services] {line}", flush=True))
+
     def stop_if_started_here(self) -> None:
-        if self.started_here and os.environ.get("SAGA_TEST_KEEP_STACK") != "1":
+        if os.environ.get("SAGA_TEST_KEEP_STACK") == "1":
+            return
+        from saga_cli import services
+
+        if self.services_started_here or self.started_here:
+            services.down(self.settings, say=lambda line: None)
+        if self.started_here:
             self.stack.down(say=lambda line: None)
 
 
