@@ -1,6 +1,7 @@
 """The three services as processes of their own (`python -m <service>`), with pid files and logs in the stack's home."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Callable
@@ -12,6 +13,7 @@ from saga_cli.stack.config import StackSettings
 from saga_cli.stack.errors import StackError
 
 SERVICES = {"order_svc": 8001, "inventory_svc": 8002, "payment_svc": 8003}
+DATABASES = {"order_svc": "orders", "inventory_svc": "inventory", "payment_svc": "payments"}
 
 
 class Service:
@@ -24,8 +26,6 @@ class Service:
 
     @property
     def port(self) -> int:
-        import os
-
         return int(os.environ.get(f"{self.name.upper()}_HTTP_PORT", SERVICES[self.name]))
 
     @property
@@ -35,9 +35,19 @@ class Service:
     def find(self):
         return process.find_process(self.pid_file, *self.markers)
 
+    @property
+    def environment(self) -> dict[str, str]:
+        """The service's database and Kafka are the stack's own (a stack on other ports takes its services along)."""
+        prefix = self.name.upper()
+        return {
+            f"{prefix}_DATABASE_URL": os.environ.get(f"{prefix}_DATABASE_URL", self.settings.service_dsn(DATABASES[self.name])),
+            f"{prefix}_HTTP_PORT": str(self.port),
+            "SAGA_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+        }
+
     def start(self) -> None:
         process.ensure_port_free(self.port, self.name)
-        process.spawn([sys.executable, "-m", self.name], self.log_file, self.pid_file)
+        process.spawn([sys.executable, "-m", self.name], self.log_file, self.pid_file, env=self.environment)
         process.wait_until(
             self.healthy,
             timeout=self.settings.start_timeout,
