@@ -41,7 +41,7 @@ def trace(
     """One saga's timeline across all topics: each event, its service, time, hop latency; compensations marked."""
     order_id = parse_required_text(order_id, "ID")
     since_ms = parse_since(since) if since is not None else order_created_ms(order_id)
-    events = asyncio.run(_read_saga(order_id, since_ms))
+    events = asyncio.run(read_saga(order_id, since_ms))
     if not events:
         where = f" since {iso_time(since_ms)}" if since_ms is not None else ""
         raise CliError(f"no events for order {order_id} on {', '.join(SAGA_TOPICS)}{where}")
@@ -71,7 +71,7 @@ def order_created_ms(order_id: str) -> int | None:
     return max(int(moment.astimezone().timestamp() * 1000) - START_MARGIN_MS, 0)
 
 
-async def _read_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
+async def read_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
     async with kafka_consumer(auto_offset_reset="earliest") as consumer:
         return await read_key(consumer, order_id, await partitions_by_topic(consumer), since_ms=since_ms)
 

@@ -58,7 +58,7 @@ def order_svc(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeService]:
 @pytest.fixture
 def topics(monkeypatch: pytest.MonkeyPatch) -> FakeTopics:
     fake = FakeTopics([])
-    monkeypatch.setattr(trace_module, "_read_saga", fake.read)
+    monkeypatch.setattr(trace_module, "read_saga", fake.read)
     return fake
 
 
