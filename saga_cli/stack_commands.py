@@ -39,6 +39,12 @@ def stack_status(as_json: bool = JsonOption) -> None:
     _print_status([status.as_json() for status in Stack().status()], as_json)
 
 
+@stack_app.command("setup")
+def stack_setup() -> None:
+    """Prepare running servers it did not start (SAGA_PG_SUPERUSER_DSN, SAGA_KAFKA_BOOTSTRAP, SAGA_CONNECT_URL): the Docker path."""
+    Stack().setup(_say)
+
+
 @stack_app.command("install")
 def stack_install() -> None:
     """Resolve what the stack needs (Maven jars, console tool scripts) without starting anything."""

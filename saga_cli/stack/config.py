@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,14 +33,17 @@ class StackSettings(BaseSettings):
     debezium_password: str = "debezium"
     topic_partitions: int = 3
     start_timeout: float = 120.0
+    # Addresses of parts this machine does not run itself (compose.yaml's setup step);
+    # by default they are derived from the ports above.
+    kafka_bootstrap: str = ""
+    connect_url: str = ""
+    pg_superuser_dsn: str = ""
 
-    @property
-    def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
-
-    @property
-    def connect_url(self) -> str:
-        return f"http://127.0.0.1:{self.connect_port}"
+    @model_validator(mode="after")
+    def _derived_addresses(self) -> "StackSettings":
+        self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        self.connect_url = (self.connect_url or f"http://127.0.0.1:{self.connect_port}").rstrip("/")
+        return self
 
     @property
     def connect_dir(self) -> Path:

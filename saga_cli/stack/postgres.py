@@ -12,6 +12,7 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -72,7 +73,8 @@ class Postgres:
 
     @property
     def superuser_dsn(self) -> str:
-        return f"postgresql://postgres@/postgres?host={self.socket_dir}&port={self.settings.pg_port}"
+        """Over the Unix socket of the stack's own server, unless SAGA_PG_SUPERUSER_DSN names another."""
+        return self.settings.pg_superuser_dsn or f"postgresql://postgres@/postgres?host={self.socket_dir}&port={self.settings.pg_port}"
 
     # --- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -162,7 +164,7 @@ class Postgres:
         """Debezium may read the outbox and nothing else; the publication carries INSERTs only,
         so purging old outbox rows never streams."""
         s = self.settings
-        conn = await asyncpg.connect(self.superuser_dsn.replace("/postgres?", f"/{database}?"))
+        conn = await asyncpg.connect(_with_database(self.superuser_dsn, database))
         try:
             await conn.execute(f'GRANT USAGE ON SCHEMA public TO "{s.debezium_user}"')
             await conn.execute(f'GRANT SELECT ON public.outbox TO "{s.debezium_user}"')
@@ -183,6 +185,11 @@ async def migrate_service_database(settings: StackSettings, database: str) -> No
         await migrate(conn, service_schema_files(role))
     finally:
         await conn.close()
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 async def _ensure_role(conn: asyncpg.Connection, role: str, password: str, attributes: str) -> None:

@@ -60,6 +60,18 @@ class Stack:
         say(f"connectors     {', '.join(names)} RUNNING ({time.monotonic() - t0:.1f}s)")
         return time.monotonic() - began
 
+    def setup(self, say: Callable[[str], None] = print) -> None:
+        """Prepare servers this machine does not run (compose.yaml): databases, roles, schemas,
+        publications, topics, connectors — what `up` does after starting each part."""
+        import asyncio
+
+        self.postgres.prepare()
+        say("postgres       databases, roles, schemas and publications ready")
+        asyncio.run(self.kafka.create_topics())
+        say("kafka          topics ready")
+        names = self.connect.register_connectors()
+        say(f"connectors     {', '.join(names)} RUNNING")
+
     def install(self, say: Callable[[str], None] = print) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         java = java_executable(self.settings)
