@@ -1,0 +1,261 @@
+"""`saga dlq list|replay`: dead letters, read from events.deadletter (the ground truth), replayed by their service.
+
+A service that cannot handle a message records it as a dead letter and publishes a
+DEAD_LETTER event (through its outbox) to events.deadletter; its payload says which
+consumer gave up on which record (topic, partition, offset), why, and when. `list`
+reads every partition of that topic from the beginning up to the end offsets seen at
+start, so it always terminates. `replay ID` asks the consumer that recorded the dead
+letter to run the stored message through its handlers again
+(POST /deadletters/{id}/replay); the inbox keeps a second replay a no-op.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from aiokafka import TopicPartition
+from rich.text import Text
+
+from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC, Service, kafka_bootstrap
+from saga_cli.errors import CliError
+from saga_cli.http_client import Conflict, NotFound, ServiceClient
+from saga_cli.kafka import READ_TIMEOUT_S, Consumer, KafkaEvent, decode_record, kafka_consumer, partitions_by_topic
+from saga_cli.output import console, print_json
+
+DEADLETTER_TOPIC = "events.deadletter"
+DEAD_LETTER_EVENT_TYPE = "DEAD_LETTER"
+SERVICES: dict[str, Service] = {service.name: service for service in (ORDER_SVC, INVENTORY_SVC, PAYMENT_SVC)}
+"""consumer name (as recorded in a dead letter) → the service that can replay it."""
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list them (from events.deadletter) and replay one.")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One DEAD_LETTER event: which consumer gave up on which record, why and when."""
+
+    id: str
+    consumer: str
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: str | None
+    event_type: str | None
+    event_id: str | None
+    error: str
+    at: str
+    location: str
+    """Where the DEAD_LETTER event itself sits: events.deadletter[partition]@offset."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "error": self.error,
+            "at": self.at,
+            "consumer": self.consumer,
+            "key": self.key,
+            "event_type": self.event_type,
+            "event_id": self.event_id,
+            "dead_letter_event": self.location,
+        }
+
+
+def dead_letter_from(event: KafkaEvent) -> DeadLetter | None:
+    """The dead letter a record of events.deadletter announces; None for anything else."""
+    payload = event.value
+    if event.event_type != DEAD_LETTER_EVENT_TYPE or not isinstance(payload, Mapping):
+        return None
+    ident = payload.get("dead_letter_id")
+    if not isinstance(ident, str) or not ident:
+        return None
+    headers = payload.get("headers") if isinstance(payload.get("headers"), Mapping) else {}
+    return DeadLetter(
+        id=ident,
+        consumer=str(payload.get("consumer") or ""),
+        topic=str(payload.get("topic") or ""),
+        partition=_int_or_none(payload.get("partition")),
+        offset=_int_or_none(payload.get("offset")),
+        key=payload.get("key") if isinstance(payload.get("key"), str) else None,
+        event_type=_original_event_type(headers, payload.get("value")),
+        event_id=headers.get("id") or None,
+        error=str(payload.get("error") or ""),
+        at=str(payload.get("at") or event.at),
+        location=f"{event.topic}[{event.partition}]@{event.offset}",
+    )
+
+
+async def read_topic(
+    consumer: Consumer,
+    topic: str,
+    topic_partitions: Mapping[str, Sequence[int]],
+    timeout_s: float = READ_TIMEOUT_S,
+) -> list[KafkaEvent]:
+    """Every record of every partition of `topic`, from the beginning up to the end offsets
+    as they were when the read started (nothing if the topic does not exist yet)."""
+    partitions = [TopicPartition(topic, number) for number in sorted(topic_partitions.get(topic, ()))]
+    if not partitions:
+        return []
+    consumer.assign(partitions)
+    end = await consumer.end_offsets(partitions)
+    start = await consumer.beginning_offsets(partitions)
+    for partition in partitions:
+        consumer.seek(partition, start[partition])
+    pending = {partition for partition in partitions if start[partition] < end[partition]}
+
+    events: list[KafkaEvent] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while pending:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            late = ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(pending))
+            raise CliError(f"Kafka at {kafka_bootstrap()} did not deliver {late} up to its end within {timeout_s:g}s")
+        batches = await consumer.getmany(*pending, timeout_ms=int(min(remaining, 1.0) * 1000))
+        for partition, records in batches.items():
+            events.extend(decode_record(record) for record in records if record.offset < end[partition])
+        for partition in list(pending):
+            if await consumer.position(partition) >= end[partition]:
+                pending.discard(partition)
+    return events
+
+
+def dead_letters(events: Sequence[KafkaEvent]) -> list[DeadLetter]:
+    """The dead letters in `events`, once each (the outbox may publish one twice), oldest first."""
+    found: dict[str, DeadLetter] = {}
+    for event in sorted(events, key=lambda e: (e.timestamp_ms, e.partition, e.offset)):
+        letter = dead_letter_from(event)
+        if letter is not None and letter.id not in found:
+            found[letter.id] = letter
+    return sorted(found.values(), key=lambda letter: (letter.at, letter.id))
+
+
+async def read_dead_letters() -> list[DeadLetter]:
+    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+        return dead_letters(await read_topic(consumer, DEADLETTER_TOPIC, await partitions_by_topic(consumer)))
+
+
+# --- commands ------------------------------------------------------------------------------
+
+@dlq_app.command("list")
+def list_dead_letters(
+    as_json: JsonFlag = False,
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", metavar="SERVICE", help="Only the dead letters of this service.")
+    ] = None,
+) -> None:
+    """Every dead letter on events.deadletter: its id, the record it stands for, the error and when."""
+    if consumer is not None and consumer not in SERVICES:
+        raise CliError(f"--consumer must be one of {', '.join(SERVICES)}, not {consumer!r}")
+    letters = asyncio.run(read_dead_letters())
+    if consumer is not None:
+        letters = [letter for letter in letters if letter.consumer == consumer]
+    if as_json:
+        print_json([letter.as_json() for letter in letters])
+    else:
+        _print_list(letters)
+
+
+@dlq_app.command("replay")
+def replay(
+    dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="A dead letter id (from `saga dlq list`).", show_default=False)],
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a dead letter's message through the service that gave up on it; a second replay changes nothing."""
+    ident = _parse_id(dead_letter_id)
+    letter = next((letter for letter in asyncio.run(read_dead_letters()) if letter.id == ident), None)
+    if letter is None:
+        raise CliError(f"no dead letter {ident} on {DEADLETTER_TOPIC}")
+    outcome = replay_dead_letter(letter)
+    if as_json:
+        print_json({"id": letter.id, "consumer": letter.consumer, "outcome": outcome, **_where(letter)})
+    else:
+        print(f"dead letter {letter.id} ({letter.event_type or 'message'} from {_coordinates(letter)}) "
+              f"replayed by {letter.consumer}: {_describe_outcome(outcome)}")
+
+
+def replay_dead_letter(letter: DeadLetter) -> str:
+    """POST the replay to the service that recorded `letter`; its outcome (handled, duplicate…)."""
+    service = SERVICES.get(letter.consumer)
+    if service is None:
+        raise CliError(f"dead letter {letter.id} was recorded by {letter.consumer or 'an unnamed consumer'}, "
+                       f"which is none of {', '.join(SERVICES)}")
+    try:
+        answer = ServiceClient(service).post(f"/deadletters/{letter.id}/replay")
+    except NotFound:
+        raise CliError(f"{service.name} has no dead letter {letter.id} (its database no longer holds it)") from None
+    except Conflict as failed:
+        reason = failed.detail.removeprefix("replay failed: ")
+        raise CliError(f"replay of dead letter {letter.id} failed again: {reason}") from None
+    if not isinstance(answer, dict) or not answer.get("outcome"):
+        raise CliError(f"{service.name} replayed dead letter {letter.id} but did not say with what outcome")
+    return str(answer["outcome"])
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _parse_id(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError:
+        raise CliError(f"not a dead letter id: {raw!r} (ids are UUIDs, see `saga dlq list`)") from None
+
+
+def _original_event_type(headers: Mapping[str, Any], value: Any) -> str | None:
+    if headers.get("eventType"):
+        return str(headers["eventType"])
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return None
+        if isinstance(decoded, dict) and isinstance(decoded.get("event_type"), str):
+            return decoded["event_type"]
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _coordinates(letter: DeadLetter) -> str:
+    return f"{letter.topic}[{letter.partition}]@{letter.offset}"
+
+
+def _where(letter: DeadLetter) -> dict[str, Any]:
+    return {"topic": letter.topic, "partition": letter.partition, "offset": letter.offset}
+
+
+def _describe_outcome(outcome: str) -> str:
+    return {
+        "handled": "handled",
+        "duplicate": "already handled before (duplicate), nothing changed",
+        "ignored": "not this service's event, nothing changed",
+    }.get(outcome, outcome)
+
+
+def _print_list(letters: list[DeadLetter]) -> None:
+    """Two lines per dead letter (fits 80 columns): id, consumer, record, event type, time; then the error."""
+    out = console()
+    out.soft_wrap = True
+    if not letters:
+        out.print(f"no dead letters on {DEADLETTER_TOPIC}")
+        return
+    for letter in letters:
+        line = Text(letter.id, style="bold")
+        line.append(f"  {letter.consumer or '?'}  {_coordinates(letter)}")
+        line.append(f"  {letter.event_type or '?'}", style="yellow")
+        line.append(f"  {letter.at[:19].replace('T', ' ')}", style="dim")
+        out.print(line)
+        out.print(Text(f"  {letter.error}", style="red"))
+    out.print(Text(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}; "
+                   "`saga dlq replay ID` runs one through its service again", style="dim"))
