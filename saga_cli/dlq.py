@@ -139,9 +139,14 @@ def dead_letters(events: Sequence[KafkaEvent]) -> list[DeadLetter]:
     return sorted(found.values(), key=lambda letter: (letter.at, letter.id))
 
 
-async def read_dead_letters() -> list[DeadLetter]:
+async def read_deadletter_topic() -> list[KafkaEvent]:
+    """events.deadletter as it is now (the only place `dlq` talks to Kafka)."""
     async with kafka_consumer(auto_offset_reset="earliest") as consumer:
-        return dead_letters(await read_topic(consumer, DEADLETTER_TOPIC, await partitions_by_topic(consumer)))
+        return await read_topic(consumer, DEADLETTER_TOPIC, await partitions_by_topic(consumer))
+
+
+def read_dead_letters() -> list[DeadLetter]:
+    return dead_letters(asyncio.run(read_deadletter_topic()))
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -156,7 +161,7 @@ def list_dead_letters(
     """Every dead letter on events.deadletter: its id, the record it stands for, the error and when."""
     if consumer is not None and consumer not in SERVICES:
         raise CliError(f"--consumer must be one of {', '.join(SERVICES)}, not {consumer!r}")
-    letters = asyncio.run(read_dead_letters())
+    letters = read_dead_letters()
     if consumer is not None:
         letters = [letter for letter in letters if letter.consumer == consumer]
     if as_json:
@@ -172,7 +177,7 @@ def replay(
 ) -> None:
     """Run a dead letter's message through the service that gave up on it; a second replay changes nothing."""
     ident = _parse_id(dead_letter_id)
-    letter = next((letter for letter in asyncio.run(read_dead_letters()) if letter.id == ident), None)
+    letter = next((letter for letter in read_dead_letters() if letter.id == ident), None)
     if letter is None:
         raise CliError(f"no dead letter {ident} on {DEADLETTER_TOPIC}")
     outcome = replay_dead_letter(letter)
