@@ -139,6 +139,16 @@ async def handled_count(service: str, event_type: str, outcome: str) -> float:
     return 0.0
 
 
+async def wait_for_count_above(service: str, event_type: str, outcome: str, floor: float, timeout: float = SAGA_TIMEOUT) -> float:
+    """Poll the service's /metrics until saga_events_handled_total{event_type, outcome} is above `floor`."""
+    deadline = time.monotonic() + timeout
+    while (count := await handled_count(service, event_type, outcome)) <= floor:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{service}: {event_type} {outcome} still {count} after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+    return count
+
+
 def _labels(line: str) -> frozenset[str]:
     inside = line[line.index("{") + 1 : line.index("}")]
     return frozenset(part.strip() for part in inside.split(","))
