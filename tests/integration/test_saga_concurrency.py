@@ -1,0 +1,81 @@
+"""Many sagas racing for the same stock: never oversold, never negative (I2), each one finished (I1)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from tests.support.kafka import TopicReader
+from tests.support.saga import (
+    ALL_TOPICS,
+    balance,
+    database,
+    new_customer,
+    new_sku,
+    of_saga,
+    order_row,
+    payment,
+    place_order,
+    seed_account,
+    seed_stock,
+    stock,
+    types,
+)
+
+pytestmark = pytest.mark.integration
+
+ORDERS, UNITS = 20, 5
+HAPPY = ["ORDER_CREATED", "INVENTORY_RESERVED", "PAYMENT_COMPLETED", "ORDER_CONFIRMED", "INVENTORY_COMMITTED"]
+REJECTED = ["ORDER_CREATED", "INVENTORY_REJECTED", "ORDER_CANCELLED"]
+
+
+async def test_twenty_orders_for_five_units_sell_exactly_five(services):
+    settings = services.settings
+    sku, customers = new_sku(), [new_customer() for _ in range(ORDERS)]
+    await seed_stock(sku, UNITS)
+    await asyncio.gather(*(seed_account(customer, "1000.00") for customer in customers))
+    samples: list[tuple[int, int, int]] = []
+    watching = asyncio.create_task(_watch_stock(settings, sku, samples))
+
+    try:
+        async with TopicReader(settings.kafka_bootstrap, *ALL_TOPICS) as reader:
+            order_ids = await asyncio.gather(*(place_order(customer, {sku: 1}, "10.00") for customer in customers))
+            await reader.read_until(lambda rs: all(_finished(of_saga(rs, o)) for o in order_ids), timeout=60)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+    sequences = Counter(tuple(types(of_saga(reader.records, o))) for o in order_ids)
+    assert sequences == {tuple(HAPPY): UNITS, tuple(REJECTED): ORDERS - UNITS}
+    orders = {o: await order_row(settings, o) for o in order_ids}
+    assert Counter((row["status"], row["reason"]) for row in orders.values()) == {
+        ("CONFIRMED", None): UNITS,
+        ("CANCELLED", "out_of_stock"): ORDERS - UNITS,
+    }
+    assert await stock(settings, sku) == (0, 0, UNITS)
+    assert samples, "the stock was never sampled"
+    assert all(min(sample) >= 0 and sum(sample) == UNITS for sample in samples), samples
+    for order_id, row in orders.items():
+        paid = await payment(settings, order_id)
+        left = await balance(settings, row["customer_id"])
+        if row["status"] == "CONFIRMED":
+            assert (paid["status"], paid["amount"], left) == ("CAPTURED", Decimal("10.00"), Decimal("990.00"))
+        else:
+            assert (paid, left) == (None, Decimal("1000.00"))
+
+
+def _finished(events) -> bool:
+    return bool(events) and types(events)[-1] in ("INVENTORY_COMMITTED", "ORDER_CANCELLED")
+
+
+async def _watch_stock(settings, sku: str, samples: list[tuple[int, int, int]]) -> None:
+    """Sample (available, reserved, sold) of `sku` as fast as the database answers, until cancelled."""
+    async with database(settings, "inventory") as db:
+        while True:
+            row = await db.fetchrow("SELECT available, reserved, sold FROM stock WHERE sku = $1", sku)
+            samples.append((row["available"], row["reserved"], row["sold"]))
+            await asyncio.sleep(0.005)
