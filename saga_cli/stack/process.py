@@ -55,13 +55,31 @@ def terminate(process: psutil.Process, timeout: float = 30.0) -> None:
     """SIGTERM, then SIGKILL if it is still there after timeout."""
     try:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout)
-    except psutil.TimeoutExpired:
-        process.kill()
-        process.wait(10)
     except psutil.NoSuchProcess:
-        pass
-    _reap(process.pid)
+        return
+    if _gone_within(process, timeout):
+        return
+    try:
+        process.kill()
+    except psutil.NoSuchProcess:
+        return
+    if not _gone_within(process, 10):
+        raise StackError(f"pid {process.pid} did not stop")
+
+
+def _gone_within(process: psutil.Process, timeout: float) -> bool:
+    """Whether the process ended within timeout. A zombie has ended: it only waits to be
+    reaped by its parent (which may be a test runner that started it, not us)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(process.pid)
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _reap(pid: int) -> None:
