@@ -317,7 +317,7 @@ def topic_report(s: Snapshot, messages: list[Message], order_ids: list[str]) -> 
                if event_id not in seen.get(TOPIC_OF.get(aggregate, f"events.{aggregate}"), set())]
     violations += [f"I5 outbox row {event_id} ({event_type} of {saga}) is not on {TOPIC_OF.get(aggregate, aggregate)}"
                    for event_id, aggregate, event_type, saga in missing]
-    ids = [m.event_id for m in messages]
+    ids = [m.event_id for m in messages if m.event_id]  # a message without an id header is no redelivery
     lines = [
         f"I4 topics: {len(per_type)} (saga, type) pairs, {sum(len(v) > 1 for v in per_type.values())} with two ids",
         f"I5 outbox → topics: {len(s.outbox) - len(missing)}/{len(s.outbox)} rows arrived; "

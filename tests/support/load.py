@@ -16,14 +16,18 @@ Placing retries (with the same Idempotency-Key) while order_svc is down or resta
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -211,3 +215,43 @@ def unexpected(placed: Sequence[Placed], statuses: dict[str, tuple[str, str | No
     """Orders of a deterministic flow that did not end as that flow must."""
     return [f"{p.order_id} ({p.flow}) ended {statuses.get(p.order_id)}" for p in placed
             if p.flow in EXPECTED and statuses.get(p.order_id) != EXPECTED[p.flow]]
+
+
+# --- the saga CLI and the services' own endpoints, as a user sees them -------------------------
+
+SAGA = str(Path(sys.executable).with_name("saga"))
+
+
+def saga(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`saga ARGS…` as a process of its own, with this process's environment (the stack's ports)."""
+    return subprocess.run([SAGA, *args], capture_output=True, text=True, timeout=timeout)
+
+
+async def saga_json(*args: str) -> object:
+    done = await asyncio.to_thread(saga, *args, "--json")
+    assert done.returncode == 0, f"saga {' '.join(args)} failed: {done.stderr}"
+    return json.loads(done.stdout)
+
+
+async def health(service: str) -> int:
+    """The status GET /health answers (0 when it does not answer at all)."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.get(f"{service_url(service)}/health")).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+async def metric(service: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's samples on the service's GET /metrics matching `labels`."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{service_url(service)}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        sample_labels, value = line[len(name) + 1:].rsplit("} ", 1)
+        found = dict(part.split("=", 1) for part in sample_labels.split(","))
+        if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
+            total += float(value)
+    return total
