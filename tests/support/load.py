@@ -242,7 +242,7 @@ async def health(service: str) -> int:
         return 0
 
 
-async def metric(service: str, name: str, **labels: str) -> float:
+async def metric(service: str, name: str, /, **labels: str) -> float:
     """The sum of a Prometheus metric's samples on the service's GET /metrics matching `labels`."""
     async with httpx.AsyncClient(timeout=5) as client:
         text = (await client.get(f"{service_url(service)}/metrics")).text
