@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from aiokafka import TopicPartition
+from rich.table import Table
 from rich.text import Text
 
 from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC, Service, kafka_bootstrap
@@ -167,7 +168,7 @@ def list_dead_letters(
     if as_json:
         print_json([letter.as_json() for letter in letters])
     else:
-        _print_list(letters)
+        _print_table(letters)
 
 
 @dlq_app.command("replay")
@@ -248,19 +249,23 @@ def _describe_outcome(outcome: str) -> str:
     }.get(outcome, outcome)
 
 
-def _print_list(letters: list[DeadLetter]) -> None:
-    """Two lines per dead letter (fits 80 columns): id, consumer, record, event type, time; then the error."""
+def _print_table(letters: list[DeadLetter]) -> None:
+    """One row per dead letter, two columns so it fits 80 columns: the id (and when) beside
+    who gave up on which record (and why)."""
     out = console()
-    out.soft_wrap = True
     if not letters:
         out.print(f"no dead letters on {DEADLETTER_TOPIC}")
         return
+    table = Table(show_edge=False, show_lines=True)
+    table.add_column("dead letter · at", no_wrap=True)
+    table.add_column("consumer · record · event type · error", overflow="fold")
     for letter in letters:
-        line = Text(letter.id, style="bold")
-        line.append(f"  {letter.consumer or '?'}  {_coordinates(letter)}")
-        line.append(f"  {letter.event_type or '?'}", style="yellow")
-        line.append(f"  {letter.at[:19].replace('T', ' ')}", style="dim")
-        out.print(line)
-        out.print(Text(f"  {letter.error}", style="red"))
+        ident = Text(letter.id, style="bold")
+        ident.append(f"\n{letter.at[:23].replace('T', ' ')}", style="dim")
+        record = Text(f"{letter.consumer or '?'}  {_coordinates(letter)}  ")
+        record.append(letter.event_type or "?", style="yellow")
+        record.append(f"\n{letter.error}", style="red")
+        table.add_row(ident, record)
+    out.print(table)
     out.print(Text(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}; "
                    "`saga dlq replay ID` runs one through its service again", style="dim"))
