@@ -12,6 +12,9 @@ Flows (what the saga does with the order):
   contended     a SKU with fewer units than orders asking for it   → CONFIRMED or CANCELLED out_of_stock
   cancelled     happy, then the customer cancels right away        → either, depending on the race
 Placing retries (with the same Idempotency-Key) while order_svc is down or restarting.
+Also here, the way a user reaches the system: `saga(...)` / `saga_json(...)` run the CLI
+as a process, `health(service)` and `metric(service, name, **labels)` read the services'
+own endpoints.
 """
 from __future__ import annotations
 
