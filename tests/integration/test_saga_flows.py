@@ -11,6 +11,7 @@ import pytest
 from tests.support.kafka import TopicReader
 from tests.support.saga import (
     ALL_TOPICS,
+    FREEZE_LIMIT,
     DEADLETTER_TOPIC,
     assert_cancelled_after_release,
     assert_causation_chain,
@@ -193,7 +194,7 @@ async def test_customer_cancel_in_flight_refunds_then_releases_then_cancels(serv
         # charged yet when the customer cancels: the cancel lands in flight, every time.
         async with frozen("payment_svc"):
             order_id = await place_order(customer, {sku: 1}, "33.33")
-            await saga_events(reader, order_id, until="INVENTORY_RESERVED", timeout=10)
+            await saga_events(reader, order_id, until="INVENTORY_RESERVED", timeout=FREEZE_LIMIT)
             cancelled_request = await cancel_order(order_id)
             assert cancelled_request.status_code == 200, cancelled_request.text
             assert cancelled_request.json()["status"] == "CANCEL_REQUESTED"

@@ -10,6 +10,7 @@ import pytest_asyncio
 from tests.support.kafka import Record, TopicReader
 from tests.support.saga import (
     ALL_TOPICS,
+    FREEZE_LIMIT,
     ORDER_TOPIC,
     by_type,
     cancel_order,
@@ -62,7 +63,7 @@ async def finished_sagas(services) -> dict[str, FinishedSaga]:
         if flow == "cancelled":
             async with frozen("payment_svc"):
                 order_id = await place_order(customer, {sku: 1}, "33.33")
-                await saga_events(reader, order_id, until="INVENTORY_RESERVED", timeout=10)
+                await saga_events(reader, order_id, until="INVENTORY_RESERVED", timeout=FREEZE_LIMIT)
                 assert (await cancel_order(order_id)).status_code == 200
         else:
             order_id = await place_order(customer, {sku: 1}, "40.00" if flow == "declined" else "33.33")

@@ -43,8 +43,12 @@ SERVICE_URLS = {"order_svc": ORDER_SVC, "inventory_svc": INVENTORY_SVC, "payment
 TOPIC_OF_SERVICE = {"order_svc": ORDER_TOPIC, "inventory_svc": INVENTORY_TOPIC, "payment_svc": PAYMENT_TOPIC}
 
 TERMINAL = ("CONFIRMED", "CANCELLED")
-SAGA_TIMEOUT = 30.0
-"""How long one saga may take end to end on a loaded stack before a test gives up."""
+SAGA_TIMEOUT = 60.0
+"""How long one saga may take end to end before a test gives up: generous, because other people's
+tests share the stack (a service killed with SIGKILL is back in its consumer group only after the
+group's session timeout)."""
+FREEZE_LIMIT = 5.0
+"""The longest a test keeps a service frozen (SIGSTOP) while it waits for something."""
 
 SAGA_CLI = REPO_ROOT / ".venv" / "bin" / "saga"
 
@@ -140,13 +144,33 @@ async def handled_count(service: str, event_type: str, outcome: str) -> float:
 
 
 async def wait_for_count_above(service: str, event_type: str, outcome: str, floor: float, timeout: float = SAGA_TIMEOUT) -> float:
-    """Poll the service's /metrics until saga_events_handled_total{event_type, outcome} is above `floor`."""
+    """Poll the service's /metrics until saga_events_handled_total{event_type, outcome} is above `floor`.
+
+    A count below `floor` means someone restarted the service (it counts from zero again) and what it
+    counted is gone: then this gives up waiting, and the consumer group's committed offset
+    (`wait_until_handled`) is the witness left."""
     deadline = time.monotonic() + timeout
-    while (count := await handled_count(service, event_type, outcome)) <= floor:
+    while (count := await handled_count(service, event_type, outcome)) == floor:
         if time.monotonic() > deadline:
             raise AssertionError(f"{service}: {event_type} {outcome} still {count} after {timeout:.0f}s")
         await asyncio.sleep(0.1)
     return count
+
+
+async def wait_until_healthy(*services: str, timeout: float = SAGA_TIMEOUT) -> None:
+    """GET /health of each service until it answers 200."""
+    deadline = time.monotonic() + timeout
+    for service in services:
+        async with _client(service) as http:
+            while True:
+                try:
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{service} not healthy within {timeout:.0f}s")
+                await asyncio.sleep(0.2)
 
 
 def _labels(line: str) -> frozenset[str]:
@@ -389,7 +413,9 @@ def service_pid(service: str) -> int:
 @asynccontextmanager
 async def frozen(service: str) -> AsyncIterator[int]:
     """The service's process stopped (SIGSTOP) inside the block, continued (SIGCONT) on the way out,
-    whatever happens. Other people's sagas wait meanwhile: keep the block to a few seconds."""
+    whatever happens. Other people's sagas wait meanwhile: keep the block short (FREEZE_LIMIT).
+    Waits first until all three services are healthy, so nothing frozen waits on one that is down."""
+    await wait_until_healthy(*SERVICE_URLS)
     pid = service_pid(service)
     os.kill(pid, signal.SIGSTOP)
     try:
