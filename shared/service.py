@@ -53,6 +53,10 @@ class ServiceRuntime:
             web_port=settings.http_port,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=0.5,
+            # A worker killed without leaving its group holds its partitions until its session
+            # expires; 10 s (not faust's 60 s) lets a restarted worker take over quickly.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=3.0,
             topic_partitions=3,
             # faust's local state (we keep none that matters: the database is the state)
             datadir=str(Path(tempfile.gettempdir()) / "saga-faust" / f"{self.name}-{settings.http_port}"),

@@ -49,6 +49,7 @@ async def test_offset_stays_until_commit_and_a_kill_before_commit_redelivers(ser
 
             victim = inventory.find()
             victim.kill()
+            victim.wait(10)
             print(f"injected: kill -9 inventory_svc pid {victim.pid} inside its transaction for {order_id}")
         await lock.rollback()
         await asyncio.to_thread(service_processes.up, settings, print)  # starts only what is down, like `saga up`
