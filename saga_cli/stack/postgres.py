@@ -38,6 +38,10 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] %u@%d '
 """
 
+HEARTBEAT_TABLE = "debezium_heartbeat"
+PUBLISHED_TABLES = ("public.outbox", f"public.{HEARTBEAT_TABLE}")
+"""What each service database publishes to its connector: the outbox, and the table its heartbeats write."""
+
 HBA = """
 # Written by `saga stack up`: superuser over the socket only, everybody else with a password.
 local   all          postgres                     trust
@@ -161,16 +165,28 @@ class Postgres:
             await self._publish_outbox(database)
 
     async def _publish_outbox(self, database: str) -> None:
-        """Debezium may read the outbox and nothing else; the publication carries INSERTs only,
-        so purging old outbox rows never streams."""
+        """Debezium may read the outbox and insert heartbeats, nothing else. The publication holds
+        exactly the tables the connector captures (its `table.include.list`, so Debezium finds it
+        up to date and never needs to alter it) and carries INSERTs only, so purging old outbox
+        and heartbeat rows never streams."""
         s = self.settings
         conn = await asyncpg.connect(_with_database(self.superuser_dsn, database))
         try:
             await conn.execute(f'GRANT USAGE ON SCHEMA public TO "{s.debezium_user}"')
             await conn.execute(f'GRANT SELECT ON public.outbox TO "{s.debezium_user}"')
+            await conn.execute(f'GRANT INSERT ON public.{HEARTBEAT_TABLE} TO "{s.debezium_user}"')
             publication = f"{database}_outbox"
             if not await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = $1", publication):
-                await conn.execute(f"CREATE PUBLICATION {publication} FOR TABLE public.outbox WITH (publish = 'insert')")
+                await conn.execute(f"CREATE PUBLICATION {publication} FOR TABLE {', '.join(PUBLISHED_TABLES)} "
+                                   "WITH (publish = 'insert')")
+            published = {row["table"] for row in await conn.fetch(
+                "SELECT schemaname || '.' || tablename AS table FROM pg_publication_tables WHERE pubname = $1", publication)}
+            for table in PUBLISHED_TABLES:
+                if table not in published:  # a publication from before heartbeats
+                    await conn.execute(f"ALTER PUBLICATION {publication} ADD TABLE {table}")
+            if await conn.fetchval("SELECT pubupdate OR pubdelete OR pubtruncate FROM pg_publication WHERE pubname = $1",
+                                   publication):
+                await conn.execute(f"ALTER PUBLICATION {publication} SET (publish = 'insert')")
         finally:
             await conn.close()
 

@@ -6,7 +6,8 @@
 --   each to events.<aggregate_type>, key = aggregate_id (the order id), value =
 --   payload, headers id / eventType / sagaId / causationId / traceparent.
 --   Rows stay for a retention window (inspectable, and the source of the
---   "committed" time of the CDC hop), then are purged; purges never stream.
+--   "committed" time of the CDC hop), then are purged (shared/retention.py);
+--   purges never stream.
 --
 -- inbox: one row per (consumer, event id) handled. Its primary key turns a
 --   redelivered event into a no-op: the handler's transaction inserts it first.
@@ -51,4 +52,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     replayed_at  timestamptz,
     UNIQUE (consumer, topic, kafka_partition, kafka_offset)
+);
+
+-- debezium_heartbeat: Debezium's `heartbeat.action.query` inserts one row here
+--   every heartbeat. The table is in the connector's publication, so even while
+--   this database writes no outbox rows its slot receives a change, confirms a
+--   newer LSN and lets PostgreSQL recycle WAL that other databases wrote. Its
+--   change events are dropped by the connector (a Filter before the EventRouter);
+--   the publication carries INSERTs only, so the purge of old rows (by this
+--   service, with the outbox) never streams. The debezium role may INSERT here
+--   and nothing else.
+CREATE TABLE IF NOT EXISTS debezium_heartbeat (
+    beat_at timestamptz PRIMARY KEY DEFAULT clock_timestamp()
 );
