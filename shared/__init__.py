@@ -9,6 +9,7 @@
     consumer    the consumer runtime: dedupe, retry, dead letters through the outbox
     service     a service process: Kafka agent, HTTP views, health
     metrics     the Prometheus metrics
+    logs        structured JSON log lines (structlog) for our loggers
     settings    one pydantic-settings class per service
     errors      the named errors (EventDecodeError, TransientError, DomainError)
     testing     throwaway migrated databases for tests

@@ -7,6 +7,11 @@ topics, then adds its own views with `runtime.app.page(...)`. Every service gets
                                     reachable and the consumer has partitions assigned
   GET  /metrics                     Prometheus text format
   POST /deadletters/{id}/replay     run a dead letter's message through the handlers again
+
+Each consumed message gets one JSON log line (shared/logs.py) with its saga, event and
+trace ids, its outcome and duration. `on_committed`, if given, is called with every
+transaction that handled an event, after it committed (never for a duplicate): the
+place for effects that must not run unless the handling is durable, e.g. counters.
 """
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ import json
 import logging
 import os
 import tempfile
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,21 +30,47 @@ from typing import Any
 
 import asyncpg
 import faust
+import structlog
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from shared import metrics
+from shared import logs, metrics
 from shared.consumer import EventConsumer, IncomingMessage
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
-from shared.uow import Handler, UnitOfWork
+from shared.uow import Envelope, Handler, Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
+events_log = structlog.stdlib.get_logger(__name__)
+
+
+class _ReportingUnitOfWork(UnitOfWork):
+    """A UnitOfWork that reports each transaction `handle` committed to `on_committed`."""
+
+    def __init__(self, pool: asyncpg.Pool, consumer: str, on_committed: Callable[[Transaction], None]) -> None:
+        super().__init__(pool, consumer)
+        self.on_committed = on_committed
+
+    async def handle(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:
+        tx = await super().handle(envelope, handlers)
+        if tx is not None and not tx.duplicate:
+            try:
+                self.on_committed(tx)
+            except Exception:  # the handling is committed: a failing observer must not undo its ack
+                log.exception("on_committed failed for %s %s", envelope.event.event_type, envelope.event_id)
+        return tx
 
 
 class ServiceRuntime:
-    def __init__(self, settings: ServiceSettings, handlers: Mapping[type, Handler], topics: Sequence[str]):
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        handlers: Mapping[type, Handler],
+        topics: Sequence[str],
+        on_committed: Callable[[Transaction], None] | None = None,
+    ):
         self.settings = settings
+        self.on_committed = on_committed
         self.name = settings.service_name
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
@@ -78,6 +110,8 @@ class ServiceRuntime:
         return self._pool
 
     async def uow(self) -> UnitOfWork:
+        if self.on_committed is not None:
+            return _ReportingUnitOfWork(await self.pool(), self.settings.consumer_name, self.on_committed)
         return UnitOfWork(await self.pool(), self.settings.consumer_name)
 
     async def consumer(self) -> EventConsumer:
@@ -89,8 +123,14 @@ class ServiceRuntime:
         async for event in stream.noack().events():
             if consumer is None:
                 consumer = await self._until_connected(self.consumer)
+            started = time.perf_counter()
             try:
-                await consumer.handle(IncomingMessage.from_record(event.message))
+                message = IncomingMessage.from_record(event.message)
+                with structlog.contextvars.bound_contextvars(**logs.message_context(message)):
+                    outcome = await consumer.handle(message)
+                    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+                    level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
+                    events_log.log(level, "message handled", outcome=outcome, duration_ms=duration_ms)
             except Exception:
                 # handle() settles every message itself; reaching here is a bug. Faust would
                 # carry on without this agent, so stop the whole worker instead: the message
@@ -140,6 +180,7 @@ class ServiceRuntime:
                 consumer = await runtime.consumer()
                 try:
                     outcome = await consumer.replay(ident)
+                    events_log.info("dead letter replayed", dead_letter_id=dead_letter_id, outcome=outcome)
                 except KeyError:
                     return json_response(self, {"detail": f"dead letter {dead_letter_id} not found"}, status=404)
                 except (EventDecodeError, TransientError, Exception) as error:
@@ -169,6 +210,7 @@ class ServiceRuntime:
         """Run the worker in this process (what `python -m <service>` does)."""
         import sys
 
+        logs.configure(self.name)
         sys.argv = [self.name, "worker", "--loglevel", "info", "--web-port", str(self.settings.http_port)]
         self.app.main()
 
