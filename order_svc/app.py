@@ -1,30 +1,85 @@
 """order_svc's entry point: the consumer of inventory and payment events, and the orders HTTP API.
 
   POST /orders                 place an order (Idempotency-Key honoured) → {"order_id", "status"}
+  GET  /orders?status=all|in_flight|stuck&limit=N
+                               the newest N orders (default all, 50; N at most 1000)
   GET  /orders/{id}            the order with its history
+  GET  /orders/{id}/timeline   the order and what its database saw: events consumed and
+                               emitted, status changes (the saga board's detail view)
   POST /orders/{id}/cancel     the customer's cancellation
+  GET  /board                  the saga board: recent sagas and their timelines (read-only)
+
+Observability: saga_sagas_finished_total{status, reason} counts orders that became
+CONFIRMED or CANCELLED, once their transaction committed; saga_sagas_in_flight and
+saga_sagas_stuck are refreshed from the orders table every GAUGE_INTERVAL_S.
 """
 from __future__ import annotations
 
+from importlib import resources
 from uuid import UUID
 
+import structlog
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from order_svc import handlers, repository
 from order_svc.bootstrap import bind_handlers
 from order_svc.domain import IdempotencyKeyReused, OrderAlreadyFinal, OrderNotFound, PlaceOrder
+from shared import metrics
+from shared.events import OrderCancelled, OrderConfirmed
 from shared.service import ServiceRuntime, json_response, read_json, validation_response
 from shared.settings import OrderSettings
 from shared.topics import TOPICS, INVENTORY, PAYMENT
+from shared.uow import Transaction
+
+log = structlog.stdlib.get_logger(__name__)
+
+GAUGE_INTERVAL_S = 5.0
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 1000
+
+
+def count_finished_sagas(tx: Transaction) -> None:
+    """After a handled event's transaction committed: count the saga it finished, if any.
+    An order becomes CONFIRMED or CANCELLED exactly when order_svc emits ORDER_CONFIRMED or
+    ORDER_CANCELLED (order_svc/domain.py), and a duplicate delivery emits nothing."""
+    for _, event in tx.emitted:
+        if isinstance(event, OrderConfirmed):
+            metrics.SAGAS_FINISHED.labels("CONFIRMED", "").inc()
+        elif isinstance(event, OrderCancelled):
+            metrics.SAGAS_FINISHED.labels("CANCELLED", event.reason).inc()
 
 
 def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     settings = settings or OrderSettings()
-    runtime = ServiceRuntime(settings, bind_handlers(settings), topics=[TOPICS[INVENTORY], TOPICS[PAYMENT]])
+    runtime = ServiceRuntime(
+        settings,
+        bind_handlers(settings),
+        topics=[TOPICS[INVENTORY], TOPICS[PAYMENT]],
+        on_committed=count_finished_sagas,
+    )
+
+    @runtime.app.timer(interval=GAUGE_INTERVAL_S)
+    async def measure_sagas() -> None:
+        try:
+            async with (await runtime.uow()).connection() as connection:
+                counts = await repository.saga_counts(connection)
+        except Exception as error:  # the database may be away for a while; the next tick tries again
+            log.warning("cannot count sagas in flight", error=str(error))
+            return
+        metrics.SAGAS_IN_FLIGHT.set(counts.in_flight)
+        metrics.SAGAS_STUCK.set(counts.stuck)
 
     @runtime.app.page("/orders")
     class Orders(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                which, limit = _list_query(request.query)
+            except ValueError as error:
+                return json_response(self, {"detail": error.args[0]}, status=422)
+            async with (await runtime.uow()).connection() as connection:
+                return json_response(self, await repository.recent_orders(connection, which, limit))
+
         async def post(self, request: Request) -> Response:
             try:
                 command = PlaceOrder.model_validate(await read_json(request))
@@ -40,6 +95,8 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                 )
             except IdempotencyKeyReused as error:
                 return json_response(self, {"detail": str(error)}, status=409)
+            if placed.created:
+                log.info("order placed", saga_id=str(placed.order_id), customer_id=command.customer_id)
             body = {"order_id": placed.order_id, "status": placed.status}
             return json_response(self, body, status=201 if placed.created else 200)
 
@@ -55,6 +112,18 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                 return json_response(self, {"detail": f"order {order_id} not found"}, status=404)
             return json_response(self, details)
 
+    @runtime.app.page("/orders/{order_id}/timeline")
+    class OrderTimeline(View):
+        async def get(self, request: Request, order_id: str) -> Response:
+            ident = _order_id(order_id)
+            if ident is None:
+                return _bad_id(self, order_id)
+            async with (await runtime.uow()).connection() as connection:
+                timeline = await repository.order_timeline(connection, ident, settings.consumer_name)
+            if timeline is None:
+                return json_response(self, {"detail": f"order {order_id} not found"}, status=404)
+            return json_response(self, timeline)
+
     @runtime.app.page("/orders/{order_id}/cancel")
     class CancelOrder(View):
         async def post(self, request: Request, order_id: str) -> Response:
@@ -67,9 +136,47 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                 return json_response(self, {"detail": f"order {order_id} not found"}, status=404)
             except OrderAlreadyFinal as error:
                 return json_response(self, {"detail": str(error)}, status=409)
+            log.info("order cancellation requested", saga_id=order_id, status=str(status))
             return json_response(self, {"order_id": order_id, "status": status})
 
+    @runtime.app.page("/board")
+    class Board(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(_board_page(), content_type="text/html", headers={"Cache-Control": "no-cache"})
+
     return runtime
+
+
+def _list_query(query) -> tuple[str, int]:
+    """(which, limit) from GET /orders' query; ValueError with 422 details when they are not valid."""
+    errors = []
+    which = query.get("status", "all")
+    if which not in repository.ORDER_FILTERS:
+        errors.append(_query_error("status", f"must be one of {', '.join(repository.ORDER_FILTERS)}, not {which!r}"))
+    raw_limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        errors.append(_query_error("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT}, not {raw_limit!r}"))
+    if errors:
+        raise ValueError(errors)
+    return which, limit
+
+
+def _query_error(name: str, message: str) -> dict:
+    return {"loc": ["query", name], "msg": message, "type": "value_error"}
+
+
+_board_html: bytes | None = None
+
+
+def _board_page() -> bytes:
+    global _board_html
+    if _board_html is None:
+        _board_html = resources.files("order_svc").joinpath("board.html").read_bytes()
+    return _board_html
 
 
 def _order_id(raw: str) -> UUID | None:

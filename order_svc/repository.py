@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -53,6 +56,43 @@ FROM orders WHERE order_id = $1
 _ORDER_HISTORY = """
 SELECT status, reason, event_id, at FROM order_history WHERE order_id = $1 ORDER BY id
 """
+
+# Sagas by state, newest first. Three constant statements rather than one with a
+# parameter in the WHERE clause, so each can use its index (see schema.sql).
+_ORDER_COLUMNS = """
+SELECT order_id, status, reason, customer_id, items, amount, currency, created_at, deadline_at, updated_at,
+       status NOT IN ('CONFIRMED', 'CANCELLED') AND deadline_at < now() AS stuck
+FROM orders
+"""
+_RECENT_ORDERS = {
+    "all": _ORDER_COLUMNS + "ORDER BY created_at DESC, order_id LIMIT $1",
+    "in_flight": _ORDER_COLUMNS
+    + "WHERE status NOT IN ('CONFIRMED', 'CANCELLED') ORDER BY created_at DESC, order_id LIMIT $1",
+    "stuck": _ORDER_COLUMNS
+    + "WHERE status NOT IN ('CONFIRMED', 'CANCELLED') AND deadline_at < now() ORDER BY created_at DESC, order_id LIMIT $1",
+}
+
+_SAGA_COUNTS = """
+SELECT count(*) AS in_flight, count(*) FILTER (WHERE deadline_at < now()) AS stuck
+FROM orders WHERE status NOT IN ('CONFIRMED', 'CANCELLED')
+"""
+
+_IS_STUCK = """
+SELECT status NOT IN ('CONFIRMED', 'CANCELLED') AND deadline_at < now() FROM orders WHERE order_id = $1
+"""
+
+_EVENTS_EMITTED = """
+SELECT id, event_type, causation_id, created_at,
+       payload->>'error' AS error, payload->'headers'->>'eventType' AS dead_event_type
+FROM outbox WHERE saga_id = $1
+"""
+
+_EVENTS_CONSUMED = """
+SELECT event_id, event_type, processed_at FROM inbox WHERE consumer = $2 AND saga_id = $1
+"""
+
+ORDER_FILTERS = tuple(_RECENT_ORDERS)
+"""What GET /orders?status= accepts: all, in_flight (not CONFIRMED or CANCELLED), stuck (in flight past its deadline)."""
 
 
 async def insert_order(
@@ -141,3 +181,95 @@ async def order_details(connection: asyncpg.Connection, order_id: UUID) -> dict[
             for step in history
         ],
     }
+
+
+async def recent_orders(connection: asyncpg.Connection, which: str, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` orders of `which` (one of ORDER_FILTERS), JSON-ready; `reason`
+    as in `order_details`, `stuck` true for an order in flight past its deadline."""
+    rows = await connection.fetch(_RECENT_ORDERS[which], limit)
+    return [
+        {
+            "order_id": str(row["order_id"]),
+            "status": row["status"],
+            "reason": _public_reason(row),
+            "customer_id": row["customer_id"],
+            "items": json.loads(row["items"]),
+            "amount": f"{row['amount']:.2f}",
+            "currency": row["currency"],
+            "created_at": row["created_at"].isoformat(),
+            "deadline_at": row["deadline_at"].isoformat(),
+            "updated_at": row["updated_at"].isoformat(),
+            "stuck": row["stuck"],
+        }
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class SagaCounts:
+    in_flight: int
+    """Orders not CONFIRMED or CANCELLED."""
+    stuck: int
+    """Of those, the ones past their deadline."""
+
+
+async def saga_counts(connection: asyncpg.Connection) -> SagaCounts:
+    row = await connection.fetchrow(_SAGA_COUNTS)
+    return SagaCounts(in_flight=row["in_flight"], stuck=row["stuck"])
+
+
+async def order_timeline(connection: asyncpg.Connection, order_id: UUID, consumer: str) -> dict[str, Any] | None:
+    """The order with its timeline as this database saw it (JSON-ready), or None if unknown.
+
+    Steps, oldest first: each event order_svc consumed (its inbox, as `consumer`) or
+    emitted (its outbox, dead letters included) for this saga, and each status change
+    (order_history) attached to the event that records it. A status change without an
+    event (the customer's cancellation request) or whose event rows were purged by the
+    retention is a step of its own. No Kafka here: what the topics say is `saga trace`'s."""
+    order = await order_details(connection, order_id)
+    if order is None:
+        return None
+    saga_id = str(order_id)
+    by_event_id: dict[str, dict[str, Any]] = {}
+    for row in await connection.fetch(_EVENTS_CONSUMED, saga_id, consumer):
+        by_event_id[str(row["event_id"])] = _step("consumed", row["processed_at"], row["event_type"], row["event_id"])
+    for row in await connection.fetch(_EVENTS_EMITTED, saga_id):
+        step = _step("emitted", row["created_at"], row["event_type"], row["id"], row["causation_id"] or None)
+        if row["error"] is not None:
+            step.update(error=row["error"], dead_event_type=row["dead_event_type"])
+        by_event_id[str(row["id"])] = step
+    steps = list(by_event_id.values())
+    for change in order.pop("history"):
+        step = by_event_id.get(change["event_id"] or "")
+        if step is None or step["status"] is not None:
+            kind = "status" if change["event_id"] else "request"
+            step = _step(kind, datetime.fromisoformat(change["at"]), None, change["event_id"])
+            steps.append(step)
+        step.update(status=change["status"], reason=change["reason"])
+    steps.sort(key=lambda step: (step["at"], _KIND_ORDER[step["kind"]]))
+    started = datetime.fromisoformat(order["created_at"])
+    for step in steps:
+        step["since_start_ms"] = round((step["at"] - started).total_seconds() * 1000)
+        step["at"] = step["at"].isoformat()
+    stuck = await connection.fetchval(_IS_STUCK, order_id)
+    return {**order, "stuck": stuck, "steps": steps}
+
+
+_KIND_ORDER = {"request": 0, "consumed": 1, "status": 2, "emitted": 3}
+"""Within one instant: what came in before what it caused, what went out last."""
+
+
+def _step(kind: str, at: datetime, event_type: str | None, event_id: Any, causation_id: str | None = None) -> dict[str, Any]:
+    return {
+        "at": at,
+        "kind": kind,
+        "event_type": event_type,
+        "event_id": str(event_id) if event_id else None,
+        "causation_id": causation_id,
+        "status": None,
+        "reason": None,
+    }
+
+
+def _public_reason(row: Mapping[str, Any]) -> str | None:
+    return row["reason"] if row["status"] == OrderStatus.CANCELLED else None

@@ -34,3 +34,11 @@ CREATE TABLE IF NOT EXISTS order_history (
     at       timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS order_history_order_id ON order_history (order_id, id);
+
+-- Reading sagas by state (GET /orders?status=…, the saga gauges), newest first; and one
+-- saga's own inbox and outbox rows (GET /orders/{id}/timeline).
+CREATE INDEX IF NOT EXISTS orders_created_at ON orders (created_at);
+CREATE INDEX IF NOT EXISTS orders_in_flight ON orders (created_at)
+    WHERE status NOT IN ('CONFIRMED', 'CANCELLED');
+CREATE INDEX IF NOT EXISTS inbox_saga_id ON inbox (saga_id);
+CREATE INDEX IF NOT EXISTS outbox_saga_id ON outbox (saga_id);
