@@ -11,6 +11,8 @@ import pytest
 from tests.support.kafka import TopicReader
 from tests.support.saga import (
     ALL_TOPICS,
+    SAGA_TIMEOUT,
+    arrived,
     balance,
     database,
     new_customer,
@@ -43,7 +45,10 @@ async def test_twenty_orders_for_five_units_sell_exactly_five(services):
     try:
         async with TopicReader(settings.kafka_bootstrap, *ALL_TOPICS) as reader:
             order_ids = await asyncio.gather(*(place_order(customer, {sku: 1}, "10.00") for customer in customers))
-            await reader.read_until(lambda rs: all(_finished(of_saga(rs, o)) for o in order_ids), timeout=60)
+            await reader.read_until(
+                lambda rs: all(arrived(of_saga(rs, o), "INVENTORY_COMMITTED", "ORDER_CANCELLED") for o in order_ids),
+                timeout=SAGA_TIMEOUT,
+            )
     finally:
         watching.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -66,10 +71,6 @@ async def test_twenty_orders_for_five_units_sell_exactly_five(services):
             assert (paid["status"], paid["amount"], left) == ("CAPTURED", Decimal("10.00"), Decimal("990.00"))
         else:
             assert (paid, left) == (None, Decimal("1000.00"))
-
-
-def _finished(events) -> bool:
-    return bool(events) and types(events)[-1] in ("INVENTORY_COMMITTED", "ORDER_CANCELLED")
 
 
 async def _watch_stock(settings, sku: str, samples: list[tuple[int, int, int]]) -> None:

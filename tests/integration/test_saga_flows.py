@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -24,17 +25,20 @@ from tests.support.saga import (
     new_customer,
     new_sku,
     of_saga,
+    order_body,
     order_history,
     order_row,
     outbox_rows,
     payment,
     place_order,
+    post_order,
     reservation,
     run_saga_async,
     saga_events,
     seed_account,
     seed_stock,
     stock,
+    trace_id,
     types,
     wait_for_status,
 )
@@ -93,29 +97,33 @@ async def test_happy_path_confirms_the_order_sells_the_stock_and_keeps_the_money
 
 async def test_out_of_stock_cancels_the_order_and_holds_nothing(services):
     settings = services.settings
-    sku, customer = new_sku(), new_customer()
-    await seed_stock(sku, 1)
+    plenty, short, customer = new_sku(), new_sku(), new_customer()
+    await seed_stock(plenty, 5)
+    await seed_stock(short, 1)
     await seed_account(customer, "100.00")
 
     async with TopicReader(settings.kafka_bootstrap, *ALL_TOPICS) as reader:
-        order_id = await place_order(customer, {sku: 2}, "40.00")
+        order_id = await place_order(customer, {plenty: 2, short: 2}, "40.00")
         events = await saga_events(reader, order_id, until="ORDER_CANCELLED")
 
     assert types(events) == REJECTED
     assert_causation_chain(events)
     assert_one_trace(events)
     assert_headers_match_payloads(events, order_id)
+    assert not of_saga(reader.records, order_id, [DEADLETTER_TOPIC])
     _, rejected, cancelled = events
-    assert (rejected.value["reason"], rejected.value["skus"]) == ("out_of_stock", [sku])
+    assert (rejected.value["reason"], rejected.value["skus"]) == ("out_of_stock", [short])
     assert cancelled.value["reason"] == "out_of_stock"
 
     order = await order_row(settings, order_id)
     assert (order["status"], order["reason"]) == ("CANCELLED", "out_of_stock")
     assert [status for status, _, _ in await order_history(settings, order_id)] == ["PENDING", "CANCELLED"]
     assert await reservation(settings, order_id) is None
-    assert await stock(settings, sku) == (1, 0, 0)
+    assert await stock(settings, plenty) == (5, 0, 0)  # all items or none
+    assert await stock(settings, short) == (1, 0, 0)
     assert await payment(settings, order_id) is None
     assert await balance(settings, customer) == Decimal("100.00")
+    assert await outbox_rows(settings, order_id) == {"orders": 2, "inventory": 1, "payments": 0}
 
 
 async def test_unknown_sku_cancels_the_whole_order_and_leaves_known_stock_alone(services):
@@ -150,6 +158,8 @@ async def test_unknown_sku_cancels_the_whole_order_and_leaves_known_stock_alone(
         pytest.param("insufficient_funds", "10.00", "40.00", id="insufficient_funds"),
         pytest.param("limit_exceeded", "20000.00", "10000.01", id="limit_exceeded"),  # the per-order limit is 10000.00
         pytest.param("unknown_customer", None, "40.00", id="unknown_customer"),
+        # an account holds one currency, no conversion: a EUR account has no USD (payment_svc/domain.py)
+        pytest.param("insufficient_funds", "100.00 USD", "40.00", id="other_currency"),
     ],
 )
 async def test_declined_payment_releases_the_stock_then_cancels_the_order(services, reason, account_balance, amount):
@@ -157,7 +167,7 @@ async def test_declined_payment_releases_the_stock_then_cancels_the_order(servic
     sku, customer = new_sku(), new_customer()
     await seed_stock(sku, 5)
     if account_balance is not None:
-        await seed_account(customer, account_balance)
+        await seed_account(customer, *account_balance.split())
 
     async with TopicReader(settings.kafka_bootstrap, *ALL_TOPICS) as reader:
         order_id = await place_order(customer, {sku: 2}, amount)
@@ -175,12 +185,15 @@ async def test_declined_payment_releases_the_stock_then_cancels_the_order(servic
     assert_cancelled_after_release(events, root_cause=failed, order=order)
 
     assert (order["status"], order["reason"]) == ("CANCELLED", reason)
+    assert [status for status, _, _ in await order_history(settings, order_id)][-1] == "CANCELLED"
     assert (await reservation(settings, order_id))["status"] == "RELEASED"
     assert await stock(settings, sku) == (5, 0, 0)
     declined = await payment(settings, order_id)
     assert (declined["status"], declined["reason"], declined["amount"]) == ("DECLINED", reason, Decimal(amount))
-    expected_balance = Decimal(account_balance) if account_balance is not None else None
+    expected_balance = Decimal(account_balance.split()[0]) if account_balance is not None else None
     assert await balance(settings, customer) == expected_balance
+    assert await outbox_rows(settings, order_id) == {"orders": 2, "inventory": 2, "payments": 1}
+    assert not of_saga(reader.records, order_id, [DEADLETTER_TOPIC])
 
 
 async def test_customer_cancel_in_flight_refunds_then_releases_then_cancels(services):
@@ -221,6 +234,26 @@ async def test_customer_cancel_in_flight_refunds_then_releases_then_cancels(serv
     refund = await payment(settings, order_id)
     assert (refund["status"], refund["amount"]) == ("REFUNDED", Decimal("33.33"))
     assert await balance(settings, customer) == Decimal("100.00")  # exactly, to the cent
+    assert await outbox_rows(settings, order_id) == {"orders": 3, "inventory": 2, "payments": 2}
+    assert not of_saga(reader.records, order_id, [DEADLETTER_TOPIC])
+
+
+async def test_the_callers_traceparent_carries_through_the_whole_saga(services):
+    settings = services.settings
+    sku, customer = new_sku(), new_customer()
+    callers_trace = uuid.uuid4().hex
+    await seed_stock(sku, 5)
+    await seed_account(customer, "100.00")
+
+    async with TopicReader(settings.kafka_bootstrap, *ALL_TOPICS) as reader:
+        placed = await post_order(
+            order_body(customer, {sku: 1}, "1.00"), {"traceparent": f"00-{callers_trace}-{uuid.uuid4().hex[:16]}-01"}
+        )
+        assert placed.status_code == 201, placed.text
+        events = await saga_events(reader, placed.json()["order_id"], until="INVENTORY_COMMITTED")
+
+    assert types(events) == HAPPY
+    assert {trace_id(record) for record in events} == {callers_trace}
 
 
 async def test_charges_are_exact_to_the_cent(services):

@@ -207,9 +207,22 @@ def by_type(records: Iterable[Record], event_type: str) -> Record:
     return found[0]
 
 
+def arrived(events: list[Record], *last: str) -> bool:
+    """An event of one of the `last` types was read, and so was every event it descends from, back to
+    ORDER_CREATED. (Each partition is fetched on its own, so an effect may be read before its cause;
+    the reader must read the topics of those causes.)"""
+    by_id = {r.event_id: r for r in events}
+
+    def whole_chain(record: Record, hops: int = 0) -> bool:
+        cause = record.headers.get("causationId", "")
+        return cause == "" or (cause in by_id and hops < len(events) and whole_chain(by_id[cause], hops + 1))
+
+    return any(r.headers.get("eventType") in last and whole_chain(r) for r in events)
+
+
 async def saga_events(reader: TopicReader, order_id: str, until: str, timeout: float = SAGA_TIMEOUT) -> list[Record]:
-    """Read until the saga's `until` event arrived; the saga's records so far, in causal order."""
-    await reader.read_until(lambda rs: until in types(of_saga(rs, order_id)), timeout=timeout)
+    """Read until the saga's `until` event and all its causes arrived; the saga's records so far, in causal order."""
+    await reader.read_until(lambda rs: arrived(of_saga(rs, order_id), until), timeout=timeout)
     return of_saga(reader.records, order_id)
 
 
