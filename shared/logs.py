@@ -26,6 +26,9 @@ from shared.tracing import trace_id_of
 
 OUR_LOGGERS = ("shared", "order_svc", "inventory_svc", "payment_svc")
 
+_FIRST_KEYS = ("timestamp", "level", "service", "logger", "message", "saga_id", "event_type", "outcome",
+               "duration_ms", "event_id", "causation_id", "trace_id")
+
 
 def configure(service: str, stream: IO[str] | None = None, level: int = logging.INFO) -> None:
     """JSON lines on `stream` (stdout by default) for our loggers, tagged with `service`.
@@ -62,6 +65,7 @@ def configure(service: str, stream: IO[str] | None = None, level: int = logging.
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 structlog.processors.EventRenamer("message"),
+                _readable_order,
                 structlog.processors.JSONRenderer(default=str),
             ],
         )
@@ -71,6 +75,12 @@ def configure(service: str, stream: IO[str] | None = None, level: int = logging.
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False  # not again through faust's root handler
+
+
+def _readable_order(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The same keys, the ones people scan for first (JSON does not care, `tail -f` readers do)."""
+    first = {key: event.pop(key) for key in _FIRST_KEYS if key in event}
+    return {**first, **event}
 
 
 def message_context(message: Any) -> dict[str, Any]:
