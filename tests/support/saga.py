@@ -4,7 +4,7 @@
   HTTP         seed stock and accounts, place / show / cancel orders, read /metrics
   waiting      `wait_for_status`, `wait_until_handled` (a consumer has processed a message)
   events       `saga_events(reader, order_id, until=...)`: one saga's records on the
-               event topics in causal order; `trace_id`, `types`, `by_type`
+               event topics in causal order; `finished_sagas`, `trace_id`, `types`, `by_type`
   databases    read-only snapshots of an order's state in orders, inventory and payments
   processes    `frozen(service)`: SIGSTOP a service for a few seconds, SIGCONT on exit
   CLI          `run_saga(*args)`: the `saga` console script as a user runs it
@@ -220,10 +220,31 @@ def arrived(events: list[Record], *last: str) -> bool:
     return any(r.headers.get("eventType") in last and whole_chain(r) for r in events)
 
 
-async def saga_events(reader: TopicReader, order_id: str, until: str, timeout: float = SAGA_TIMEOUT) -> list[Record]:
-    """Read until the saga's `until` event and all its causes arrived; the saga's records so far, in causal order."""
-    await reader.read_until(lambda rs: arrived(of_saga(rs, order_id), until), timeout=timeout)
+async def saga_events(
+    reader: TopicReader, order_id: str, until: str | Iterable[str], timeout: float = SAGA_TIMEOUT
+) -> list[Record]:
+    """Read until the saga's `until` event (or each of several) and all its causes arrived; the saga's
+    records so far, in causal order."""
+    last = [until] if isinstance(until, str) else list(until)
+    await reader.read_until(lambda rs: all(arrived(of_saga(rs, order_id), t) for t in last), timeout=timeout)
     return of_saga(reader.records, order_id)
+
+
+async def finished_sagas(
+    reader: TopicReader, order_ids: Iterable[str], sequences: Iterable[Iterable[str]], timeout: float = SAGA_TIMEOUT
+) -> dict[str, tuple[str, ...]]:
+    """Read until each saga's event types are one of the expected `sequences`, or the deadline passes
+    (then the caller's assertions show what was read instead); each saga's event types."""
+    order_ids, expected = list(order_ids), {tuple(sequence) for sequence in sequences}
+
+    def read_so_far(records: list[Record]) -> dict[str, tuple[str, ...]]:
+        return {o: tuple(types(of_saga(records, o))) for o in order_ids}
+
+    try:
+        await reader.read_until(lambda rs: set(read_so_far(rs).values()) <= expected, timeout=timeout)
+    except AssertionError:
+        pass
+    return read_so_far(reader.records)
 
 
 async def read_for(reader: TopicReader, seconds: float) -> list[Record]:
