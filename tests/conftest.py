@@ -4,7 +4,8 @@ Integration and fault tests run against the real native stack (PostgreSQL,
 Kafka, Kafka Connect with Debezium): the session brings it up once (`saga stack
 up` is idempotent) and stops at the end what it started (SAGA_TEST_KEEP_STACK=1
 keeps it running). SAGA_TEST_PG_DSN points the database-only tests at another
-PostgreSQL instead.
+PostgreSQL instead. SAGA_STACK=containers runs them against compose.yaml instead, when a
+Docker engine answers (tests/support/containers.py); the pytest header says which stack.
 """
 from __future__ import annotations
 
@@ -13,9 +14,20 @@ import os
 import pytest
 
 
+def pytest_report_header(config):
+    from tests.support import containers
+
+    return containers.report_line()
+
+
 @pytest.fixture(scope="session")
 def stack():
-    """The running native stack (saga_cli.stack.testing.RunningStack)."""
+    """The running native stack (saga_cli.stack.testing.RunningStack), or with SAGA_STACK=containers
+    compose.yaml's (tests/support/containers.ComposeStack; skips without a Docker engine)."""
+    from tests.support import containers
+
+    if containers.requested() == containers.CONTAINERS:
+        return containers.ensure_stack()
     from saga_cli.stack import testing
 
     return testing.ensure_stack()
@@ -29,19 +41,18 @@ def services(stack):
 
 
 @pytest.fixture(scope="session")
-def pg_superuser_dsn() -> str:
+def pg_superuser_dsn(request) -> str:
     """DSN of a PostgreSQL superuser on the server the tests use."""
     dsn = os.environ.get("SAGA_TEST_PG_DSN")
     if dsn:
         return dsn
-    from saga_cli.stack import testing
-
-    return testing.ensure_stack().pg_superuser_dsn
+    return request.getfixturevalue("stack").pg_superuser_dsn
 
 
 def pytest_sessionfinish(session, exitstatus):
     from saga_cli.stack import testing
+    from tests.support import containers
 
-    running = testing.running()
-    if running is not None:
-        running.stop_if_started_here()
+    for running in (testing.running(), containers.running()):
+        if running is not None:
+            running.stop_if_started_here()
