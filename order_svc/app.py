@@ -59,7 +59,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
         on_committed=count_finished_sagas,
     )
 
-    @runtime.app.timer(interval=GAUGE_INTERVAL_S)
+    @runtime.app.timer(interval=GAUGE_INTERVAL_S, name="order_svc.saga_gauges")
     async def measure_sagas() -> None:
         try:
             async with (await runtime.uow()).connection() as connection:
