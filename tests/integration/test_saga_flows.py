@@ -277,6 +277,19 @@ async def test_charges_are_exact_to_the_cent(services):
     assert (await wait_for_status(third))["amount"] == "0.20"
 
 
+async def test_an_order_of_exactly_the_per_order_limit_is_charged(services):
+    settings = services.settings
+    sku, customer = new_sku(), new_customer()
+    await seed_stock(sku, 1)
+    await seed_account(customer, "10000.00")
+
+    order_id = await place_order(customer, {sku: 1}, "10000.00")
+
+    assert (await wait_for_status(order_id))["status"] == "CONFIRMED"
+    assert await balance(settings, customer) == Decimal("0.00")
+    assert (await payment(settings, order_id))["amount"] == Decimal("10000.00")
+
+
 async def test_cli_shows_and_traces_a_finished_saga(services):
     settings = services.settings
     sku, customer = new_sku(), new_customer()

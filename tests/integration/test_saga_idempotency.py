@@ -187,3 +187,19 @@ async def test_cli_place_repeated_with_its_idempotency_key_prints_the_same_order
     assert (first.returncode, again.returncode) == (0, 0), first.stderr + again.stderr
     assert first.stdout.strip() == again.stdout.strip()
     assert await orders_of_customer(settings, customer) == 1
+
+
+async def test_an_empty_idempotency_key_is_not_a_key_everyone_shares(services):
+    # An empty header is no key at all: refused (422) or ignored (each request its own order), never
+    # one global key "" that hands one customer's retry a 409 or another request's order.
+    settings = services.settings
+    first_customer, second_customer = new_customer(), new_customer()
+
+    first = await post_order(order_body(first_customer, {new_sku(): 1}, "1.00"), {"Idempotency-Key": ""})
+    second = await post_order(order_body(second_customer, {new_sku(): 1}, "1.00"), {"Idempotency-Key": ""})
+
+    assert first.status_code in (201, 422), first.text
+    assert second.status_code in (201, 422), second.text
+    if first.status_code == second.status_code == 201:
+        assert first.json()["order_id"] != second.json()["order_id"]
+    assert await orders_of_customer(settings, second_customer) == (1 if second.status_code == 201 else 0)
