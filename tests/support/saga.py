@@ -2,12 +2,16 @@
 
   ids          `new_sku()`, `new_customer()`: random per test, so tests never meet
   HTTP         seed stock and accounts, place / show / cancel orders, read /metrics
-  waiting      `wait_for_status`, `wait_until_handled` (a consumer has processed a message)
+  waiting      `wait_for_status`, `wait_until_healthy`; a consumer has processed a message:
+               `wait_until_handled` (committed offset), `wait_for_count_above` (/metrics)
   events       `saga_events(reader, order_id, until=...)`: one saga's records on the
-               event topics in causal order; `finished_sagas`, `trace_id`, `types`, `by_type`
-  databases    read-only snapshots of an order's state in orders, inventory and payments
+               event topics in causal order; `finished_sagas`, `trace_id`, `types`, `by_type`;
+               `assert_causation_chain`, `assert_one_trace`, `assert_cancelled_after_release`;
+               `redeliver(record)`: an exact copy of a real event, produced again
+  databases    read only: `order_row`, `reservation`, `stock`, `payment`, `balance`, `outbox_rows`…,
+               and `saga_state`, everything one saga changed (equal snapshots: no effect between)
   processes    `frozen(service)`: SIGSTOP a service for a few seconds, SIGCONT on exit
-  CLI          `run_saga(*args)`: the `saga` console script as a user runs it
+  CLI          `run_saga(*args)` / `run_saga_async`: the `saga` console script as a user runs it
 """
 from __future__ import annotations
 
@@ -40,7 +44,6 @@ SAGA_TOPICS = (ORDER_TOPIC, INVENTORY_TOPIC, PAYMENT_TOPIC)
 ALL_TOPICS = (*SAGA_TOPICS, DEADLETTER_TOPIC)
 
 SERVICE_URLS = {"order_svc": ORDER_SVC, "inventory_svc": INVENTORY_SVC, "payment_svc": PAYMENT_SVC}
-TOPIC_OF_SERVICE = {"order_svc": ORDER_TOPIC, "inventory_svc": INVENTORY_TOPIC, "payment_svc": PAYMENT_TOPIC}
 
 TERMINAL = ("CONFIRMED", "CANCELLED")
 SAGA_TIMEOUT = 60.0
