@@ -38,7 +38,7 @@ from tests.support.saga import (
 
 pytestmark = pytest.mark.integration
 
-QUIET_SECONDS = 1.0
+QUIET_SECONDS = 0.5
 """After the consumers have committed the duplicate, how long to watch the topics for an event it
 might have caused (the outbox → Kafka hop takes tens of milliseconds)."""
 
