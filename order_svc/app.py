@@ -85,11 +85,15 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                 command = PlaceOrder.model_validate(await read_json(request))
             except (ValidationError, ValueError) as error:
                 return validation_response(self, error)
+            idempotency_key = request.headers.get("Idempotency-Key")
+            if idempotency_key is not None and not idempotency_key.strip():
+                detail = [{"loc": ["header", "Idempotency-Key"], "msg": "must not be blank", "type": "value_error"}]
+                return json_response(self, {"detail": detail}, status=422)
             try:
                 placed = await handlers.place_order(
                     await runtime.uow(),
                     command,
-                    request.headers.get("Idempotency-Key"),
+                    idempotency_key,
                     deadline_seconds=settings.order_deadline_seconds,
                     traceparent=request.headers.get("traceparent"),
                 )
