@@ -88,3 +88,26 @@ def _print_status(components: list[dict], as_json: bool) -> None:
         color = "green" if c["state"] == "running" else "red"
         table.add_row(c["name"], f"[{color}]{c['state']}[/{color}]", str(c["pid"] or "-"), detail)
     Console().print(table)
+    slots = [slot for c in components for slot in c.get("slots") or ()]
+    if slots:
+        _print_slots(slots)
+
+
+def _print_slots(slots: list[dict]) -> None:
+    table = Table("replication slot", "database", "active", "lag", "retained WAL", "WAL status",
+                  caption="lag: not yet confirmed by Debezium · retained: WAL kept on disk for it")
+    for slot in slots:
+        active = "[green]yes[/green]" if slot["active"] else "[red]no[/red]"
+        table.add_row(slot["slot"], slot["database"], active, _size(slot["lag_bytes"]),
+                      _size(slot["retained_wal_bytes"]), slot["wal_status"] or "-")
+    Console().print(table)
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)

@@ -7,7 +7,9 @@
     uow         the unit of work: inbox + business rows + outbox in one transaction
     migrations  the idempotent schema step, and each service's schema files
     consumer    the consumer runtime: dedupe, retry, dead letters through the outbox
-    service     a service process: Kafka agent, HTTP views, health
+    service     a service process: Kafka agent, HTTP views, health, maintenance timers
+    retention   the periodic purge that keeps outbox, inbox and heartbeat tables bounded
+    replication the replication slots' lag and retained WAL (for /metrics and the CLI)
     metrics     the Prometheus metrics
     logs        structured JSON log lines (structlog) for our loggers
     settings    one pydantic-settings class per service

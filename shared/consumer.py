@@ -7,8 +7,8 @@ Invariants:
     The caller acks the message only after that, so an offset never moves past an
     event whose effects are not committed.
   * Transient failures (TransientError: connection lost, serialization failure,
-    deadlock…) are retried with exponential backoff and full jitter, `RetryPolicy.attempts`
-    times; then the message is dead-lettered. Any other failure, and a message that cannot
+    deadlock…) are retried with exponential backoff and equal jitter, `RetryPolicy.attempts`
+    times (8–16 s in all); then the message is dead-lettered. Any other failure, and a message that cannot
     be decoded at all, is dead-lettered at once: retrying a deterministic failure only
     blocks the partition.
   * When even the dead letter cannot be written (the database is down), it keeps
@@ -79,13 +79,19 @@ class IncomingMessage:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Six attempts spaced 0.125–0.25 s, 0.25–0.5 s, … up to 4–8 s: a message is dead-lettered
+    for a transient failure only after 8–16 s of them, so a database restart or a terminated
+    connection (a few seconds) is ridden out rather than parked as a dead letter."""
+
     attempts: int = 6
-    base_delay: float = 0.05
-    max_delay: float = 5.0
+    base_delay: float = 0.25
+    max_delay: float = 10.0
 
     def delay(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(max, base·2^attempt)]."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+        """Equal jitter: uniform in [cap/2, cap] with cap = min(max, base·2^attempt), so the
+        retries always span at least half the whole backoff."""
+        cap = min(self.max_delay, self.base_delay * (2**attempt))
+        return random.uniform(cap / 2, cap)
 
 
 @dataclass

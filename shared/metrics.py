@@ -19,6 +19,22 @@ DEAD_LETTERS = Counter("saga_dead_letters_total", "Messages written as dead lett
 SAGAS_FINISHED = Counter("saga_sagas_finished_total", "Sagas that reached a terminal order state.", ["status", "reason"])
 SAGAS_IN_FLIGHT = Gauge("saga_sagas_in_flight", "Orders not yet CONFIRMED or CANCELLED.")
 SAGAS_STUCK = Gauge("saga_sagas_stuck", "Orders in flight past their deadline.")
+REPLICATION_SLOT_LAG_BYTES = Gauge(
+    "saga_replication_slot_lag_bytes",
+    "WAL written since the position Debezium last confirmed on this database's replication slot.",
+    ["slot"],
+)
+REPLICATION_SLOT_RETAINED_WAL_BYTES = Gauge(
+    "saga_replication_slot_retained_wal_bytes",
+    "WAL PostgreSQL keeps on disk for this database's replication slot (from its restart_lsn).",
+    ["slot"],
+)
+REPLICATION_SLOT_ACTIVE = Gauge(
+    "saga_replication_slot_active", "1 while a connector streams from the slot, else 0.", ["slot"]
+)
+RETENTION_PURGED = Counter(
+    "saga_retention_purged_rows_total", "Rows deleted by the retention purge, by table.", ["service", "table"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -8,6 +8,10 @@ topics, then adds its own views with `runtime.app.page(...)`. Every service gets
   GET  /metrics                     Prometheus text format
   POST /deadletters/{id}/replay     run a dead letter's message through the handlers again
 
+and two timers: the retention purge of old outbox, inbox and heartbeat rows
+(shared/retention.py, every SAGA_RETENTION_INTERVAL seconds), and the figures of its
+database's replication slot for /metrics (shared/replication.py, every 5 s).
+
 Each consumed message gets one JSON log line (shared/logs.py) with its saga, event and
 trace ids, its outcome and duration. `on_committed`, if given, is called with every
 transaction that handled an event, after it committed (never for a duplicate): the
@@ -34,7 +38,7 @@ import structlog
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from shared import logs, metrics
+from shared import logs, metrics, replication, retention
 from shared.consumer import EventConsumer, IncomingMessage
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
@@ -42,6 +46,9 @@ from shared.uow import Envelope, Handler, Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
 events_log = structlog.stdlib.get_logger(__name__)
+
+SLOT_FIGURES_INTERVAL = 5.0
+"""Seconds between two readings of this database's replication slot for /metrics."""
 
 
 class _ReportingUnitOfWork(UnitOfWork):
@@ -97,6 +104,7 @@ class ServiceRuntime:
         topic = self.app.topic(*topics, key_type=bytes, value_type=bytes, allow_empty=True)
         self.app.agent(topic, name=f"{self.name}.events")(self._consume)
         self._add_common_views()
+        self._add_maintenance_timers()
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
 
     # --- database ----------------------------------------------------------------------
@@ -149,6 +157,28 @@ class ServiceRuntime:
                 log.warning("database not reachable yet (%s); retrying", error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    # --- maintenance: bounded tables, replication slot figures -----------------------------
+    def _add_maintenance_timers(self) -> None:
+        runtime = self
+
+        @self.app.timer(self.settings.retention_interval, name=f"{self.name}.retention")
+        async def purge_old_rows() -> None:
+            try:
+                await retention.purge(await runtime.uow(), retention.RetentionPolicy.from_settings(runtime.settings))
+            except Exception as error:  # the database is away: the next run carries on
+                log.warning("retention purge skipped: %s", error)
+
+        @self.app.timer(SLOT_FIGURES_INTERVAL, name=f"{self.name}.replication_slots")
+        async def read_slot_figures() -> None:
+            try:
+                pool = await asyncio.wait_for(runtime.pool(), 5)
+                async with pool.acquire(timeout=5) as connection:
+                    slots = await replication.read_slots(connection, own_database_only=True)
+            except Exception:
+                replication.clear_slots()
+                return
+            replication.record_slots(slots)
 
     # --- common views ------------------------------------------------------------------
     def _add_common_views(self) -> None:

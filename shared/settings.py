@@ -8,15 +8,33 @@ that tests and the stack can set the environment first or pass values directly
 """
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from decimal import Decimal
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.money import Money
 
 DEFAULT_PER_ORDER_LIMIT = Decimal("10000.00")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> Any:
+    """'90s', '15m', '1h', '7d' or a bare number of seconds; anything else is left to pydantic
+    (ISO 8601 'PT1H', 'HH:MM:SS', a timedelta)."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+        if match:
+            return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "s"])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+"""A span of time from the environment: `90s`, `15m`, `1h`, `7d`, or seconds."""
 
 
 class ServiceSettings(BaseSettings):
@@ -35,6 +53,17 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(gt=0, lt=65536)
     db_pool_min_size: int = Field(1, ge=0)
     db_pool_max_size: int = Field(10, ge=1)
+    outbox_retention: Duration = Field(timedelta(hours=1), gt=timedelta(0), validation_alias="SAGA_OUTBOX_RETENTION")
+    """Outbox rows (and heartbeat rows) older than this are purged. Delivery does not need them
+    once committed (Debezium reads the WAL); they stay to be inspected and for the order timeline."""
+    inbox_retention: Duration = Field(timedelta(days=9), gt=timedelta(0), validation_alias="SAGA_INBOX_RETENTION")
+    """The dedupe window: inbox rows older than this are purged, after which a redelivery of
+    their event would be applied again. It must outlast the longest a message can stay in its
+    topic (README, Operating notes: 7 d retention + 1 d segment roll)."""
+    retention_interval: float = Field(60.0, gt=0, validation_alias="SAGA_RETENTION_INTERVAL")
+    """Seconds between two purges."""
+    retention_batch: int = Field(1000, ge=1, validation_alias="SAGA_RETENTION_BATCH")
+    """Rows deleted per purge transaction (short transactions, short locks)."""
 
     @property
     def consumer_name(self) -> str:

@@ -55,6 +55,11 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+# A connection the server closed under us (a restart, a terminated backend) can also surface as
+# asyncpg's InterfaceError ("the underlying connection is closed", "released back to the pool"):
+# transient too (see _lost). If what got lost was the answer to a COMMIT, the retry finds its
+# inbox row (or its Idempotency-Key) and is a duplicate. An InterfaceError on a connection that is
+# still open is a misuse: it passes as is.
 
 _INSERT_INBOX = """
 INSERT INTO inbox (consumer, event_id, event_type, saga_id)
@@ -208,7 +213,12 @@ class UnitOfWork:
         single-statement writes (seeding). Transient failures become TransientError."""
         try:
             async with self.pool.acquire() as connection:
-                yield connection
+                try:
+                    yield connection
+                except asyncpg.InterfaceError as error:
+                    if not _lost(connection):
+                        raise
+                    raise TransientError(_describe(error)) from error
         except _TRANSIENT as error:
             raise TransientError(_describe(error)) from error
 
@@ -219,10 +229,24 @@ class UnitOfWork:
         rolls back on exception; transient failures become TransientError."""
         try:
             async with self.pool.acquire() as connection:
-                async with connection.transaction(isolation="read_committed"):
-                    yield connection
+                try:
+                    async with connection.transaction(isolation="read_committed"):
+                        yield connection
+                except asyncpg.InterfaceError as error:
+                    if not _lost(connection):
+                        raise
+                    raise TransientError(_describe(error)) from error
         except _TRANSIENT as error:
             raise TransientError(_describe(error)) from error
+
+
+def _lost(connection: asyncpg.Connection) -> bool:
+    """Whether the server closed `connection` under us. The pool takes a lost connection back at
+    once, so asking the pooled proxy itself fails then: that, too, means lost."""
+    try:
+        return connection.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 def _describe(error: BaseException) -> str:

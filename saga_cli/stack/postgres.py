@@ -142,6 +142,19 @@ class Postgres:
         conf.write_text(base + SERVER_SETTINGS.format(port=self.settings.pg_port, socket_dir=self.socket_dir))
         (self.data_dir / "pg_hba.conf").write_text(HBA.format(debezium=self.settings.debezium_user))
 
+    def replication_slots(self) -> list:
+        """Each logical slot's activity, lag and retained WAL (shared.replication.SlotFigures), read as the superuser."""
+        return asyncio.run(self._replication_slots())
+
+    async def _replication_slots(self) -> list:
+        from shared.replication import read_slots
+
+        conn = await asyncpg.connect(self.superuser_dsn, timeout=5)
+        try:
+            return await read_slots(conn, own_database_only=False)
+        finally:
+            await conn.close()
+
     # --- databases, roles, schemas, publications ----------------------------------
     def prepare(self) -> None:
         asyncio.run(self._prepare())

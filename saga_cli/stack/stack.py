@@ -5,6 +5,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import asyncpg
+
 from saga_cli.stack.config import StackSettings
 from saga_cli.stack.connect import Connect
 from saga_cli.stack.errors import StackError
@@ -100,5 +102,14 @@ class Stack:
                     detail = {"connectors": self.connect.connector_states()}
                 except StackError:
                     detail = {"connectors": {}}
+            if component is self.postgres and found is not None:
+                detail = {"slots": self._slots()}
             statuses.append(ComponentStatus(component.name, "running" if found else "stopped", found.pid if found else None, detail))
         return statuses
+
+    def _slots(self) -> list[dict]:
+        """Per connector slot: active, lag_bytes (behind confirmed_flush_lsn), retained_wal_bytes (from restart_lsn)."""
+        try:
+            return [slot.as_json() for slot in self.postgres.replication_slots()]
+        except (OSError, asyncpg.PostgresError):
+            return []
