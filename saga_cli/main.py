@@ -12,7 +12,7 @@ import sys
 import typer
 
 from saga_cli.errors import CliError
-from saga_cli import accounts, dlq, orders, sagas, stack_commands, stock, tail, trace
+from saga_cli import accounts, bench, dlq, orders, sagas, stack_commands, stock, tail, trace
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -31,6 +31,7 @@ app.command("trace")(trace.trace)
 app.command("tail")(tail.tail)
 app.add_typer(dlq.dlq_app, name="dlq")
 app.command("sagas")(sagas.sagas)
+app.command("bench")(bench.bench)
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:

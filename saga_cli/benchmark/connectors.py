@@ -1,0 +1,161 @@
+"""Switching the outbox transport for a benchmark run: Debezium's connectors with other settings, or none at all.
+
+`Transports.debezium(variant)` PUTs each connector's config: "tuned" is the shipped
+file in connect/connectors/ as is; "default" is the same file without the keys that
+tune latency (TUNING_KEYS), i.e. Debezium's and Kafka's own defaults for them.
+
+`Transports.handover()` hands the outbox to another publisher (the polling relay, the
+direct publisher) and back, keeping each record published once:
+
+  1. the system is quiet (the previous run drained; every outbox row published);
+  2. each connector is STOPPED (KIP-875: PUT /connectors/{name}/stop). Pausing is not
+     enough: a paused task keeps its replication connection open and Debezium goes on
+     reading the WAL into its queue, to publish it all on resume;
+  3. the other publisher publishes every outbox row created from then on;
+  4. when it is done: the slots are advanced to the current WAL position
+     (pg_replication_slot_advance, as the superuser), so Debezium, resumed, starts
+     after the rows the other publisher already published (PostgreSQL streams from
+     the slot's confirmed position when the connector's stored offset is older);
+  5. the connectors are resumed and the shipped configs put back.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+
+from saga_cli.errors import CliError
+from saga_cli.stack.config import StackSettings
+from saga_cli.stack.connect import Connect
+from saga_cli.stack.errors import StackError
+from saga_cli.stack.postgres import Postgres
+
+TUNING_KEYS = (
+    "poll.interval.ms",
+    "max.batch.size",
+    "max.queue.size",
+)
+"""Connector keys whose shipped values are tuning (every `producer.override.*` key is, too)."""
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    name: str
+    database: str
+    slot: str
+    config: dict[str, str]
+
+
+class Transports:
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.connect = Connect(settings)
+        self.postgres = Postgres(settings)
+
+    def specs(self) -> list[ConnectorSpec]:
+        specs = []
+        for path in self.connect.connector_files():
+            spec = json.loads(path.read_text())
+            config = spec["config"]
+            specs.append(ConnectorSpec(spec["name"], config["database.dbname"], config["slot.name"], config))
+        return specs
+
+    # --- Debezium with one set of settings or another ------------------------------------
+    def debezium(self, variant: str) -> dict[str, dict[str, str]]:
+        """Put every connector's `variant` config ("tuned" | "default"); return name → the keys that differ from defaults."""
+        tuned: dict[str, dict[str, str]] = {}
+        for spec in self.specs():
+            config = dict(spec.config)
+            tuning = {k: v for k, v in config.items() if k in TUNING_KEYS or k.startswith("producer.override.")}
+            if variant == "default":
+                config = {k: v for k, v in config.items() if k not in tuning}
+            self._put_config(spec.name, config)
+            tuned[spec.name] = tuning if variant == "tuned" else {}
+        for spec in self.specs():
+            self._wait_running(spec.name)
+        return tuned
+
+    def restore(self) -> None:
+        """The shipped configs, every connector running."""
+        state = {spec.name: self._state(spec.name) for spec in self.specs()}
+        for spec in self.specs():
+            if state[spec.name] in ("STOPPED", "PAUSED"):
+                self._request("PUT", f"/connectors/{spec.name}/resume")
+        self.debezium("tuned")
+
+    # --- another publisher in Debezium's place ---------------------------------------------
+    @asynccontextmanager
+    async def handover(self) -> AsyncIterator[None]:
+        """Debezium stopped (its slots free) inside the block; slots advanced and Debezium back after it."""
+        specs = self.specs()
+        for spec in specs:
+            self._request("PUT", f"/connectors/{spec.name}/stop")
+        for spec in specs:
+            self._wait_state(spec.name, "STOPPED")
+        await self._wait_slots_inactive(specs)
+        try:
+            yield
+        finally:
+            await self._advance_slots(specs)
+            for spec in specs:
+                self._request("PUT", f"/connectors/{spec.name}/resume")
+            self.debezium("tuned")
+
+    async def _wait_slots_inactive(self, specs: list[ConnectorSpec], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        connection = await asyncpg.connect(self.postgres.superuser_dsn)
+        try:
+            while True:
+                active = await connection.fetchval(
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = ANY($1::text[]) AND active",
+                    [spec.slot for spec in specs])
+                if active == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise CliError(f"{active} replication slot(s) still in use {timeout:.0f}s after the connectors stopped")
+                await asyncio.sleep(0.2)
+        finally:
+            await connection.close()
+
+    async def _advance_slots(self, specs: list[ConnectorSpec]) -> None:
+        connection = await asyncpg.connect(self.postgres.superuser_dsn)
+        try:
+            for spec in specs:
+                await connection.execute(
+                    "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", spec.slot)
+        finally:
+            await connection.close()
+
+    # --- REST ------------------------------------------------------------------------------
+    def _put_config(self, name: str, config: dict[str, str]) -> None:
+        response = self._request("PUT", f"/connectors/{name}/config", json=config)
+        if response.status_code >= 400:
+            raise CliError(f"connector {name} refused its benchmark config: {response.text[:300]}")
+
+    def _state(self, name: str) -> str:
+        return self.connect.connector_status(name).get("connector", {}).get("state", "MISSING")
+
+    def _wait_state(self, name: str, state: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self._state(name) != state:
+            if time.monotonic() > deadline:
+                raise CliError(f"connector {name} is not {state} after {timeout:.0f}s")
+            time.sleep(0.2)
+
+    def _wait_running(self, name: str) -> None:
+        try:
+            self.connect.wait_running(name, timeout=60)
+        except StackError as error:
+            raise CliError(str(error)) from None
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return httpx.request(method, f"{self.settings.connect_url}{path}", timeout=30, **kwargs)
+        except httpx.HTTPError as error:
+            raise CliError(f"kafka-connect REST at {self.settings.connect_url} does not answer: {error}") from None

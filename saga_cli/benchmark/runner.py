@@ -1,0 +1,213 @@
+"""One benchmark run: seed a fresh catalog, place orders open-loop, drain, measure, check the invariants.
+
+    result = await run(settings, Plan(rate=100, duration=60, warmup=5), progress)
+
+Each run seeds its own SKUs and customers, so its invariant check (I1–I6 over exactly
+its sagas) is independent of earlier runs. Resources are sampled over the measurement
+window only (not warmup, not the drain), the steady state the figures describe.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import aiohttp
+
+from saga_cli import services as service_processes
+from saga_cli.benchmark import invariants
+from saga_cli.benchmark.catalog import EXPECTED, BenchCatalog, Mix
+from saga_cli.benchmark.load import LoadCounters, open_loop
+from saga_cli.benchmark.measure import HopSamples, SagaTiming, TerminalCounter, read_hops, read_timings
+from saga_cli.benchmark.progress import Progress
+from saga_cli.benchmark.resources import ComponentUsage, ResourceSampler
+from saga_cli.benchmark.stats import summary
+from saga_cli.stack import Stack
+from saga_cli.stack.config import StackSettings
+
+HTTP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    rate: float
+    duration: float
+    warmup: float = 5.0
+    mix: Mix = field(default_factory=Mix)
+    seed: int | None = None
+    drain_timeout: float = 60.0
+    label: str = "run"
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    counters: LoadCounters
+    window: tuple[float, float]
+    timings: dict[str, SagaTiming]
+    hops: HopSamples
+    invariants: invariants.Report
+    usage: dict[str, ComponentUsage]
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    drained_s: float
+    all_terminal: bool
+
+    @property
+    def measured(self) -> list[str]:
+        return [p.order_id for p in self.counters.placements if p.phase == "measure"]
+
+    def e2e_ms(self, order_ids=None) -> list[float]:
+        ids = self.measured if order_ids is None else order_ids
+        return [t.e2e_ms for i in ids if (t := self.timings.get(i)) is not None and t.e2e_ms is not None]
+
+    @property
+    def sagas_per_s(self) -> float:
+        """Sagas of this run that reached a terminal state inside the measurement window, per second."""
+        start, end = self.window
+        done = sum(1 for t in self.timings.values() if t.terminal_at is not None and start <= t.terminal_at < end)
+        return done / (end - start) if end > start else 0.0
+
+    @property
+    def completed(self) -> int:
+        return sum(1 for i in self.measured if (t := self.timings.get(i)) and t.terminal_at is not None)
+
+    def converging(self) -> tuple[bool, str]:
+        """Whether latency stayed level through the window: the p99 of the last third of the measured sagas
+        (by creation) is at most 1.5× that of the first third, or within 100 ms of it."""
+        ordered = sorted((t for i in self.measured if (t := self.timings.get(i))), key=lambda t: t.created_at)
+        third = len(ordered) // 3
+        if third < 10:
+            return True, "too few sagas to tell"
+        first = summary(t.e2e_ms if t.e2e_ms is not None else float("inf") for t in ordered[:third])["p99"]
+        last = summary(t.e2e_ms if t.e2e_ms is not None else float("inf") for t in ordered[-third:])["p99"]
+        ok = last <= max(1.5 * first, first + 100)
+        return ok, f"p99 first third {first:.0f} ms, last third {last:.0f} ms"
+
+    def unexpected(self) -> list[str]:
+        flows = {p.order_id: p.flow for p in self.counters.placements}
+        return [f"order {o} ({flows[o]}) ended {t.status} {t.reason or ''}".strip() for o, t in self.timings.items()
+                if t.terminal_at is not None and (t.status, t.reason if t.status == "CANCELLED" else None) != EXPECTED[flows[o]]]
+
+    def as_json(self) -> dict:
+        hops = self.hops
+        cdc, consume, hop = summary(hops.cdc), summary(hops.consume), summary(hops.hop)
+        by_flow = {}
+        flows = {p.order_id: p.flow for p in self.counters.placements}
+        for flow in EXPECTED:
+            by_flow[flow] = summary(self.e2e_ms([i for i in self.measured if flows[i] == flow]))
+        return {
+            "label": self.plan.label,
+            "rate": self.plan.rate,
+            "duration_s": self.plan.duration,
+            "warmup_s": self.plan.warmup,
+            "mix": self.plan.mix.as_json(),
+            "sent": self.counters.sent,
+            "placed": self.counters.placed,
+            "failed": self.counters.failed,
+            "errors": self.counters.errors,
+            "late_sends": self.counters.late,
+            "measured": len(self.measured),
+            "completed": self.completed,
+            "sagas_per_s": round(self.sagas_per_s, 2),
+            "all_terminal": self.all_terminal,
+            "drain_s": round(self.drained_s, 1),
+            "e2e_ms": summary(self.e2e_ms()),
+            "e2e_ms_by_flow": by_flow,
+            "hop_ms": {"p50": hop["p50"], "p99": hop["p99"], "hop": hop, "cdc": cdc, "consume": consume,
+                       "cdc_by_event_type": {k: summary(v) for k, v in sorted(hops.cdc_by_type.items())},
+                       "consume_by_consumer": {k: summary(v) for k, v in sorted(hops.consume_by_consumer.items())},
+                       "unpublished": hops.unpublished},
+            "http_ms": summary(p.answered_ms for p in self.counters.placements if p.phase == "measure"),
+            "converging": dict(zip(("ok", "detail"), self.converging())),
+            "violations": len(self.invariants.violations),
+            "violation_details": self.invariants.violations[:50],
+            "unexpected_outcomes": self.unexpected()[:50],
+            "invariants": self.invariants.lines,
+            "components": {name: usage.as_json() for name, usage in self.usage.items()},
+            "load_average": {"before": list(self.load_before), "after": list(self.load_after)},
+        }
+
+
+def resource_sampler(settings: StackSettings) -> ResourceSampler:
+    stack = Stack(settings)
+    sampler = ResourceSampler(interval=0.5)
+    sampler.add("postgres", stack.postgres.find, with_children=True, proportional=True)
+    sampler.add("kafka", stack.kafka.find)
+    sampler.add("kafka-connect", stack.connect.find)
+    for service in service_processes.services(settings):
+        sampler.add(service.name, service.find)
+    return sampler
+
+
+async def run(settings: StackSettings, plan: Plan, progress: Progress) -> RunResult:
+    rng = random.Random(plan.seed)
+    catalog = BenchCatalog.new()
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        await catalog.seed(session)
+        started = datetime.now(timezone.utc)
+        since_ms = int(started.timestamp() * 1000)
+        counters = LoadCounters()
+        counter = TerminalCounter(settings, catalog.customers, started)
+        sampler = resource_sampler(settings)
+        window = [0.0, 0.0]
+        usage: dict[str, ComponentUsage] = {}
+        load_before = os.getloadavg()
+        sampling: list[asyncio.Task] = []
+
+        def on_phase(phase: str, wall: float) -> None:
+            progress.phase(phase)
+            if phase == "measure":
+                window[0] = wall
+                sampling.append(asyncio.create_task(asyncio.to_thread(sampler.start)))
+            elif phase == "done":
+                window[1] = wall
+
+        phases = [(name, seconds) for name, seconds in (("warmup", plan.warmup), ("measure", plan.duration)) if seconds > 0]
+        watcher = asyncio.create_task(_watch(progress, counters, counter))
+        try:
+            progress.start(plan.label, plan.rate, plan.warmup + plan.duration)
+            await open_loop(session, catalog, plan.mix, plan.rate, phases, rng, counters, on_phase)
+            await asyncio.gather(*sampling)
+            usage = await asyncio.to_thread(sampler.stop)
+            load_after = os.getloadavg()
+            drain_began = time.monotonic()
+            all_terminal = await _drain(counters, counter, plan.drain_timeout)
+            drained_s = time.monotonic() - drain_began
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await counter.close()
+            progress.stop()
+    order_ids = [p.order_id for p in counters.placements]
+    progress.note("measuring…")
+    report = await invariants.check(settings, order_ids, catalog.seeded, since_ms=since_ms,
+                                    timeout=10.0 if all_terminal else 1.0)
+    timings = await read_timings(settings, order_ids)
+    hops = await read_hops(settings, order_ids, started, report.messages)
+    return RunResult(plan, counters, (window[0], window[1]), timings, hops, report, usage,
+                     load_before, load_after, drained_s, all_terminal)
+
+
+async def _watch(progress: Progress, counters: LoadCounters, counter: TerminalCounter) -> None:
+    while True:
+        try:
+            terminal = await counter.count()
+        except Exception:  # the progress line is best effort; the figures come from the end
+            terminal = None
+        progress.update(counters, terminal)
+        await asyncio.sleep(0.5)
+
+
+async def _drain(counters: LoadCounters, counter: TerminalCounter, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await counter.count() >= counters.placed:
+            return True
+        await asyncio.sleep(0.25)
+    return False

@@ -1,0 +1,179 @@
+"""Several runs in one go: stepping the rate up to saturation, and the transports side by side.
+
+find_max: runs of `step_duration` s at rising rates (×`factor` each step) until one fails:
+terminal throughput below 97 % of the offered rate, sagas left unfinished after the
+drain, or latency not converging (runner.RunResult.converging). The saturation rate is
+the last rate that passed.
+
+compare: the same plan through (a) Debezium with default connector and producer
+settings, (b) Debezium as shipped (tuned), (c) the polling relay in Debezium's place;
+then each transport alone, (a)–(c) and (d) direct publishing after the commit
+(benchmark/transport.py), at the same row rate. Ratios are against (b) for the saga
+runs and against (d) for the transports.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+
+from saga_cli.benchmark import transport
+from saga_cli.benchmark.connectors import Transports
+from saga_cli.benchmark.progress import Progress
+from saga_cli.benchmark.relay import PollingRelay
+from saga_cli.benchmark.runner import Plan, RunResult, run
+from saga_cli.stack.config import StackSettings
+
+PASS_THROUGHPUT = 0.97
+SAGA_VARIANTS = ("debezium-default", "debezium-tuned", "relay")
+TRANSPORTS = ("debezium-default", "debezium-tuned", "relay", "direct")
+EVENTS_PER_SAGA = 4.6
+"""Outbox rows per saga of the default mix (5 happy, 3 out of stock, 5 declined: .85·5 + .05·3 + .10·5)."""
+
+
+@dataclass
+class Step:
+    result: RunResult
+    passed: bool
+    why: str
+
+
+@dataclass
+class FindMax:
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def saturation_rate(self) -> float | None:
+        passed = [s.result.plan.rate for s in self.steps if s.passed]
+        return max(passed) if passed else None
+
+    def as_json(self) -> dict:
+        return {
+            "saturation_rate": self.saturation_rate,
+            "steps": [{"rate": s.result.plan.rate, "sagas_per_s": round(s.result.sagas_per_s, 1),
+                       "e2e_ms": s.result.as_json()["e2e_ms"], "passed": s.passed, "why": s.why,
+                       "violations": len(s.result.invariants.violations)} for s in self.steps],
+        }
+
+
+def judge(result: RunResult) -> tuple[bool, str]:
+    offered = result.plan.rate
+    if not result.all_terminal:
+        return False, f"sagas still in flight {result.plan.drain_timeout:.0f}s after the load stopped"
+    if result.sagas_per_s < PASS_THROUGHPUT * offered:
+        return False, f"terminal throughput {result.sagas_per_s:.1f}/s < {PASS_THROUGHPUT:.0%} of {offered:g}/s"
+    converging, detail = result.converging()
+    if not converging:
+        return False, f"latency not converging ({detail})"
+    return True, f"{result.sagas_per_s:.1f}/s, {detail}"
+
+
+async def find_max(settings: StackSettings, plan: Plan, progress: Progress, *, factor: float, max_steps: int) -> FindMax:
+    found = FindMax()
+    rate = plan.rate
+    for _ in range(max_steps):
+        result = await run(settings, replace(plan, rate=round(rate, 1), label=f"step {len(found.steps) + 1}"), progress)
+        passed, why = judge(result)
+        found.steps.append(Step(result, passed, why))
+        progress.note(f"{rate:g}/s {'passed' if passed else 'failed'}: {why}")
+        if not passed:
+            break
+        rate *= factor
+    return found
+
+
+@dataclass
+class Comparison:
+    runs: dict[str, RunResult] = field(default_factory=dict)
+    transports: dict[str, transport.TransportResult] = field(default_factory=dict)
+    tuning: dict = field(default_factory=dict)
+    relay_stats: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        base = self.runs.get("debezium-tuned")
+        runs = {}
+        for name, result in self.runs.items():
+            doc = result.as_json()
+            entry = {"sagas_per_s": doc["sagas_per_s"], "e2e_ms": doc["e2e_ms"],
+                     "hop_ms": {k: doc["hop_ms"][k] for k in ("p50", "p99", "cdc", "consume")},
+                     "violations": doc["violations"], "components": doc["components"],
+                     "load_average": doc["load_average"]}
+            if base is not None and base.e2e_ms():
+                b = base.as_json()
+                entry["ratio_to_tuned"] = {
+                    "sagas_per_s": _ratio(doc["sagas_per_s"], b["sagas_per_s"]),
+                    "e2e_p50": _ratio(doc["e2e_ms"]["p50"], b["e2e_ms"]["p50"]),
+                    "e2e_p99": _ratio(doc["e2e_ms"]["p99"], b["e2e_ms"]["p99"]),
+                }
+            runs[name] = entry
+        floor = self.transports.get("direct")
+        transports = {}
+        for name, result in self.transports.items():
+            entry = result.as_json()
+            if floor is not None:
+                entry["throughput_ratio_to_direct"] = _ratio(result.burst_rows_per_s, floor.burst_rows_per_s)
+                entry["p50_ratio_to_direct"] = _ratio(result.latency_ms.get("p50"), floor.latency_ms.get("p50"))
+            transports[name] = entry
+        return {"runs": runs, "transports": transports, "tuning": self.tuning, "relay": self.relay_stats}
+
+
+def _ratio(value, base):
+    return round(value / base, 2) if value is not None and base else None
+
+
+async def compare(settings: StackSettings, plan: Plan, progress: Progress, *, transport_rate: float,
+                  transport_seconds: float, burst: int) -> Comparison:
+    transports = Transports(settings)
+    comparison = Comparison()
+    try:
+        for variant in SAGA_VARIANTS:
+            labelled = replace(plan, label=variant)
+            if variant == "relay":
+                comparison.runs[variant], comparison.relay_stats = await _with_relay(settings, transports, labelled, progress)
+            else:
+                comparison.tuning[variant] = await asyncio.to_thread(transports.debezium, variant.split("-")[1])
+                comparison.runs[variant] = await run(settings, labelled, progress)
+        await transport.ensure_topic(settings.kafka_bootstrap)
+        for name in TRANSPORTS:
+            progress.note(f"transport {name}: {transport_rate:g} rows/s for {transport_seconds:g}s, then {burst} rows at once")
+            if name.startswith("debezium"):
+                await asyncio.to_thread(transports.debezium, name.split("-")[1])
+                comparison.transports[name] = await transport.measure(settings, name, transport_rate, transport_seconds, burst)
+            else:
+                async with transports.handover():
+                    relay = PollingRelay(settings, await _database_now(settings), databases=("orders",)) if name == "relay" else None
+                    if relay:
+                        await relay.start()
+                    try:
+                        comparison.transports[name] = await transport.measure(settings, name, transport_rate,
+                                                                              transport_seconds, burst)
+                    finally:
+                        if relay:
+                            await relay.stop()
+    finally:
+        await asyncio.to_thread(transports.restore)
+    return comparison
+
+
+async def _with_relay(settings: StackSettings, transports: Transports, plan: Plan, progress: Progress):
+    async with transports.handover():
+        relay = PollingRelay(settings, await _database_now(settings))
+        await relay.start()
+        try:
+            result = await run(settings, plan, progress)
+            await relay.idle_for(1.0)
+        finally:
+            await relay.stop()
+    stats = {"published": relay.stats.published, "polls": relay.stats.polls, "empty_polls": relay.stats.empty_polls,
+             "by_database": relay.stats.by_database, "poll_interval_ms": relay.poll_interval * 1000, "batch": relay.batch}
+    return result, stats
+
+
+async def _database_now(settings: StackSettings):
+    """The database's clock now: the relay publishes rows created from this moment on."""
+    from saga_cli.benchmark.invariants import connect_read_only
+
+    connection = await connect_read_only(settings, "orders")
+    try:
+        return await connection.fetchval("SELECT clock_timestamp()")
+    finally:
+        await connection.close()
