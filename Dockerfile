@@ -9,4 +9,4 @@ COPY payment_svc payment_svc
 COPY saga_cli saga_cli
 COPY connect connect
 RUN pip install --no-cache-dir -e .
-ENV PYTHONUNBUFFERED=1
+ENV PYTHONUNBUFFERED=1 FAUST_LOOP=uvloop
