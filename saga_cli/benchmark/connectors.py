@@ -13,9 +13,10 @@ direct publisher) and back, keeping each record published once:
      reading the WAL into its queue, to publish it all on resume;
   3. the other publisher publishes every outbox row created from then on;
   4. when it is done: the slots are advanced to the current WAL position
-     (pg_replication_slot_advance, as the superuser), so Debezium, resumed, starts
-     after the rows the other publisher already published (PostgreSQL streams from
-     the slot's confirmed position when the connector's stored offset is older);
+     (pg_replication_slot_advance, as the superuser) and each connector's stored
+     offset is moved to the same position (KIP-875: PATCH /connectors/{name}/offsets;
+     Debezium refuses to start from an offset its slot has passed), so Debezium,
+     resumed, starts after the rows the other publisher already published;
   5. the connectors are resumed and the shipped configs put back.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -83,10 +85,12 @@ class Transports:
 
     def restore(self) -> None:
         """The shipped configs, every connector running."""
-        state = {spec.name: self._state(spec.name) for spec in self.specs()}
         for spec in self.specs():
-            if state[spec.name] in ("STOPPED", "PAUSED"):
+            status = self.connect.connector_status(spec.name)
+            if status.get("connector", {}).get("state") in ("STOPPED", "PAUSED"):
                 self._request("PUT", f"/connectors/{spec.name}/resume")
+            if any(task.get("state") == "FAILED" for task in status.get("tasks", [])):
+                self._request("POST", f"/connectors/{spec.name}/restart?includeTasks=true&onlyFailed=true")
         self.debezium("tuned")
 
     # --- another publisher in Debezium's place ---------------------------------------------
@@ -102,10 +106,27 @@ class Transports:
         try:
             yield
         finally:
-            await self._advance_slots(specs)
+            await self.realign(specs)
             for spec in specs:
                 self._request("PUT", f"/connectors/{spec.name}/resume")
             self.debezium("tuned")
+
+    async def realign(self, specs: list[ConnectorSpec]) -> None:
+        """With the connectors STOPPED: each slot advanced to the current WAL position, and the connector's
+        stored offset (KIP-875: PATCH /connectors/{name}/offsets) moved to it too — Debezium refuses to start
+        from an offset older than its slot's confirmed position."""
+        confirmed = await self._advance_slots(specs)
+        for spec in specs:
+            stored = self._request("GET", f"/connectors/{spec.name}/offsets").json().get("offsets", [])
+            if not stored:
+                continue
+            lsn = confirmed[spec.slot]
+            offsets = [{"partition": entry["partition"],
+                        "offset": {**entry["offset"], "lsn": lsn, "lsn_proc": lsn, "lsn_commit": lsn}}
+                       for entry in stored]
+            response = self._request("PATCH", f"/connectors/{spec.name}/offsets", json={"offsets": offsets})
+            if response.status_code >= 400:
+                raise CliError(f"connector {spec.name}: its offset could not be moved to the slot: {response.text[:300]}")
 
     async def _wait_slots_inactive(self, specs: list[ConnectorSpec], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -123,14 +144,19 @@ class Transports:
         finally:
             await connection.close()
 
-    async def _advance_slots(self, specs: list[ConnectorSpec]) -> None:
-        connection = await asyncpg.connect(self.postgres.superuser_dsn)
-        try:
-            for spec in specs:
-                await connection.execute(
-                    "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", spec.slot)
-        finally:
-            await connection.close()
+    async def _advance_slots(self, specs: list[ConnectorSpec]) -> dict[str, int]:
+        """Slot name → its confirmed position (as an integer LSN) after the advance."""
+        confirmed = {}
+        for spec in specs:  # a logical slot is advanced from its own database
+            dsn = urlunsplit(urlsplit(self.postgres.superuser_dsn)._replace(path=f"/{spec.database}"))
+            connection = await asyncpg.connect(dsn)
+            try:
+                await connection.execute("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", spec.slot)
+                confirmed[spec.slot] = await connection.fetchval(
+                    "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", spec.slot)
+            finally:
+                await connection.close()
+        return {slot: int(lsn) for slot, lsn in confirmed.items()}
 
     # --- REST ------------------------------------------------------------------------------
     def _put_config(self, name: str, config: dict[str, str]) -> None:

@@ -164,8 +164,20 @@ async def _with_relay(settings: StackSettings, transports: Transports, plan: Pla
         finally:
             await relay.stop()
     stats = {"published": relay.stats.published, "polls": relay.stats.polls, "empty_polls": relay.stats.empty_polls,
-             "by_database": relay.stats.by_database, "poll_interval_ms": relay.poll_interval * 1000, "batch": relay.batch}
+             "by_database": relay.stats.by_database, "poll_interval_ms": relay.poll_interval * 1000, "batch": relay.batch,
+             "duplicates_after_resume": await _republished(settings, result)}
     return result, stats
+
+
+async def _republished(settings: StackSettings, result: RunResult, settle_s: float = 5.0) -> int:
+    """Records of the relay's run published twice once Debezium is back (0 when the slot advance worked)."""
+    from saga_cli.benchmark.invariants import read_topics
+
+    await asyncio.sleep(settle_s)
+    keys = {p.order_id for p in result.counters.placements}
+    messages = await read_topics(settings.kafka_bootstrap, keys, int(result.window[0] * 1000) - 60_000)
+    ids = [m.event_id for m in messages if m.event_id]
+    return len(ids) - len(set(ids))
 
 
 async def _database_now(settings: StackSettings):
