@@ -50,7 +50,8 @@ def ensure_stack() -> RunningStack:
     if _running is None:
         stack = Stack()
         was_running = all(component.find() is not None for component in stack.components)
-        stack.up(say=lambda line: print(f"[stack] {line}", flush=True))
+        seconds = stack.up(say=lambda line: print(f"[stack] {line}", flush=True))
+        print(f"[stack] up in {seconds:.1f}s", flush=True)
         _running = RunningStack(stack, started_here=not was_running)
     return _running
 
