@@ -20,6 +20,7 @@ place for effects that must not run unless the handling is durable, e.g. counter
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -38,8 +39,10 @@ import structlog
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from shared import logs, metrics, replication, retention
+from shared import kafka_transport, logs, metrics, replication, retention
+from shared.acks import OrderedAcks
 from shared.consumer import EventConsumer, IncomingMessage
+from shared.dispatch import KeyedDispatcher
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
 from shared.uow import Envelope, Handler, Transaction, UnitOfWork
@@ -101,6 +104,10 @@ class ServiceRuntime:
             datadir=str(Path(tempfile.gettempdir()) / "saga-faust" / f"{self.name}-{settings.http_port}"),
             autodiscover=False,
         )
+        # faust's transport, but the consumer waits at most consumer_fetch_max_wait_ms per fetch
+        # (faust: 1.5 s, which a record on a busy partition could spend waiting; shared/kafka_transport.py)
+        self.app.transport = kafka_transport.Transport(
+            self.app.conf.broker_consumer, self.app, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
         topic = self.app.topic(*topics, key_type=bytes, value_type=bytes, allow_empty=True)
         self.app.agent(topic, name=f"{self.name}.events")(self._consume)
         self._add_common_views()
@@ -126,27 +133,37 @@ class ServiceRuntime:
         return EventConsumer(await self.uow(), self.handlers)
 
     # --- the agent: ack only after the outcome is committed ----------------------------------
+    # Up to `consumer_concurrency` messages are handled at once, one saga's strictly in
+    # order (shared/dispatch.py); each is acked once its own transaction committed.
+    # Acks leave each partition in offset order (shared/acks.py): faust's own bookkeeping of
+    # out-of-order acks could commit past a message still in flight.
     async def _consume(self, stream) -> None:
         consumer = None
+        dispatcher = KeyedDispatcher(self.settings.consumer_concurrency)
+        acks = OrderedAcks(lambda event: event.ack())
         async for event in stream.noack().events():
             if consumer is None:
                 consumer = await self._until_connected(self.consumer)
-            started = time.perf_counter()
-            try:
-                message = IncomingMessage.from_record(event.message)
-                with structlog.contextvars.bound_contextvars(**logs.message_context(message)):
-                    outcome = await consumer.handle(message)
-                    duration_ms = round((time.perf_counter() - started) * 1000, 3)
-                    level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
-                    events_log.log(level, "message handled", outcome=outcome, duration_ms=duration_ms)
-            except Exception:
-                # handle() settles every message itself; reaching here is a bug. Faust would
-                # carry on without this agent, so stop the whole worker instead: the message
-                # is not acked, and the restarted worker gets it again.
-                log.critical("consumer failed outside its own error handling; exiting", exc_info=True)
-                logging.shutdown()
-                os._exit(70)
-            event.ack()
+            acks.received(event.message.tp, event)
+            await dispatcher.submit(event.message.key, functools.partial(self._handle_event, consumer, event, acks))
+
+    async def _handle_event(self, consumer: EventConsumer, event, acks: OrderedAcks) -> None:
+        started = time.perf_counter()
+        try:
+            message = IncomingMessage.from_record(event.message)
+            with structlog.contextvars.bound_contextvars(**logs.message_context(message)):
+                outcome = await consumer.handle(message)
+                duration_ms = round((time.perf_counter() - started) * 1000, 3)
+                level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
+                events_log.log(level, "message handled", outcome=outcome, duration_ms=duration_ms)
+        except Exception:
+            # handle() settles every message itself; reaching here is a bug. Faust would
+            # carry on without this agent, so stop the whole worker instead: the message
+            # is not acked, and the restarted worker gets it again.
+            log.critical("consumer failed outside its own error handling; exiting", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+        acks.finished(event.message.tp, event)
 
     async def _until_connected(self, make):
         delay = 0.2

@@ -53,6 +53,13 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(gt=0, lt=65536)
     db_pool_min_size: int = Field(1, ge=0)
     db_pool_max_size: int = Field(10, ge=1)
+    consumer_concurrency: int = Field(8, ge=1)
+    """Messages handled at once, each in its own transaction, one saga's in order (shared/dispatch.py).
+    Keep it below db_pool_max_size: the HTTP API and the timers need connections too."""
+    consumer_fetch_max_wait_ms: int = Field(25, ge=1, le=1500)
+    """The longest the broker holds a fetch with no new data (faust: 1500). It bounds how long a
+    record on a partition left out of the fetch in flight waits (shared/kafka_transport.py); an
+    idle consumer makes one empty fetch per interval."""
     outbox_retention: Duration = Field(timedelta(hours=1), gt=timedelta(0), validation_alias="SAGA_OUTBOX_RETENTION")
     """Outbox rows (and heartbeat rows) older than this are purged. Delivery does not need them
     once committed (Debezium reads the WAL); they stay to be inspected and for the order timeline."""
