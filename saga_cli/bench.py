@@ -72,6 +72,7 @@ def bench(
     progress = Progress(console)
     machine = _machine(settings)
 
+    _use_uvloop()
     if find_max:
         found = asyncio.run(suites.find_max(settings, plan, progress, factor=factor, max_steps=max_steps))
         best = next((s.result for s in reversed(found.steps) if s.passed), found.steps[-1].result)
@@ -103,6 +104,15 @@ def bench(
         if compare:
             _print_compare(document["compare"])
         Console().print(f"plot: {plot_path}")
+
+
+def _use_uvloop() -> None:
+    """The load generator on uvloop, like the services: it shares the machine's cores with what it measures."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _check_services() -> None:
