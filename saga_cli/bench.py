@@ -73,6 +73,7 @@ def bench(
     machine = _machine(settings)
 
     _use_uvloop()
+    highlight = None
     if find_max:
         found = asyncio.run(suites.find_max(settings, plan, progress, factor=factor, max_steps=max_steps))
         best = next((s.result for s in reversed(found.steps) if s.passed), found.steps[-1].result)
@@ -87,13 +88,14 @@ def bench(
         document = {**best.as_json(), "compare": comparison.as_json()}
         series = [(name, result.e2e_ms()) for name, result in comparison.runs.items()]
         title = f"saga e2e latency at {rate:g} sagas/s: Debezium default vs tuned vs polling relay"
+        highlight = "debezium-tuned"
     else:
         best = asyncio.run(run(settings, plan, progress))
         document = best.as_json()
         series = [(f"{rate:g}/s", best.e2e_ms())]
         title = f"saga e2e latency at {rate:g} sagas/s for {duration:g}s"
 
-    latency_png(plot_path, series, title)
+    latency_png(plot_path, series, title, histogram=highlight)
     document.update(machine=machine, plot=str(plot_path))
     if as_json:
         print(json.dumps(document))

@@ -1,12 +1,14 @@
-"""The latency figure: the CDF of end-to-end saga latency per run (left) and a histogram of the first (right)."""
+"""The latency figure: the CDF of end-to-end saga latency per run (left) and a histogram of one of them (right)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
 
-def latency_png(path: Path, series: Sequence[tuple[str, Sequence[float]]], title: str) -> Path:
-    """Write the figure for `series` [(label, e2e latencies in ms)…] to `path` (a small PNG)."""
+def latency_png(path: Path, series: Sequence[tuple[str, Sequence[float]]], title: str,
+                histogram: str | None = None) -> Path:
+    """Write the figure for `series` [(label, e2e latencies in ms)…] to `path` (a small PNG); the
+    histogram shows the series labelled `histogram` (the first with values by default)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +29,8 @@ def latency_png(path: Path, series: Sequence[tuple[str, Sequence[float]]], title
     for q in (0.5, 0.99):
         cdf.axhline(q, color="grey", linewidth=0.6, linestyle=":")
     cdf.legend(fontsize=7, loc="lower right")
-    label, values = next(((l, v) for l, v in series if v), ("", []))
+    label, values = next(((l, v) for l, v in series if v and (histogram is None or l == histogram)),
+                         next(((l, v) for l, v in series if v), ("", [])))
     if values:
         top = sorted(values)[int(len(values) * 0.995) - 1 if len(values) > 1 else 0]
         histogram.hist([v for v in values if v <= top], bins=60, color="#4c72b0")

@@ -2,12 +2,11 @@
 
 One loop per service database, each in its own transaction per batch:
 
-    SELECT … FROM outbox o
-    WHERE o.created_at >= $since AND NOT EXISTS (already published)
-    ORDER BY o.created_at LIMIT $batch
-    FOR UPDATE OF o SKIP LOCKED          -- several relays may run side by side
+    SELECT … FROM outbox_relay_pending p JOIN outbox o USING (id)
+    ORDER BY p.seq LIMIT $batch
+    FOR UPDATE OF p SKIP LOCKED          -- several relays may run side by side
     → produce every row, wait for the broker's acks
-    → INSERT their ids INTO outbox_relay_published; COMMIT
+    → DELETE the published ids FROM outbox_relay_pending; COMMIT
 
 and when a poll finds nothing it sleeps `poll_interval` (10 ms by default) before the
 next. It produces the same records as Debezium's EventRouter: topic
@@ -15,12 +14,18 @@ events.<aggregate_type>, key aggregate_id (Kafka's default partitioner, so the s
 partition), headers id / eventType / sagaId / causationId / traceparent, the payload
 as compact JSON.
 
-The relay needs to remember what it published, and the service's outbox has no column
-for it: it keeps its own table, `outbox_relay_published`, created in each service
-database (as the service's role, which owns the outbox) when the relay starts and
-dropped when it stops — the only thing the benchmark ever writes to a service database,
-and only with `--compare`. The published marker is written after the broker acked:
-a crash in between publishes a row twice, never zero times (the inbox dedupes).
+A polling relay needs a queue of what is not published yet, and the services' outbox
+is append-only with no such column (Debezium reads the WAL instead). So, for the run
+only, the relay installs in each service database (as the service's role, which owns
+the outbox) a table `outbox_relay_pending` and an AFTER INSERT trigger on `outbox`
+that enqueues each new row's id in the inserting transaction — the queue a relay-based
+design would keep in the outbox itself (a `published` flag, or deleting published
+rows). That costs every emitting transaction one more insert, as such a design does;
+it keeps each poll proportional to what is pending, not to what was ever written.
+Trigger and table are dropped when the relay stops. The pending row is deleted only
+after the broker acked: a crash in between publishes a row twice, never zero times
+(the inbox dedupes). With `--compare` only; nothing else in the benchmark writes to a
+service database.
 """
 from __future__ import annotations
 
@@ -28,7 +33,6 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -37,24 +41,30 @@ from saga_cli.stack.config import StackSettings
 
 DATABASES = ("orders", "inventory", "payments")
 
-_CREATE = """
-CREATE TABLE IF NOT EXISTS outbox_relay_published (
-    id uuid PRIMARY KEY,
-    published_at timestamptz NOT NULL DEFAULT clock_timestamp()
+_INSTALL = (
+    """CREATE TABLE IF NOT EXISTS outbox_relay_pending (
+           seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+           id  uuid NOT NULL UNIQUE)""",
+    """CREATE OR REPLACE FUNCTION outbox_relay_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN INSERT INTO outbox_relay_pending (id) VALUES (NEW.id); RETURN NULL; END $$""",
+    "DROP TRIGGER IF EXISTS outbox_relay_enqueue ON outbox",
+    """CREATE TRIGGER outbox_relay_enqueue AFTER INSERT ON outbox
+       FOR EACH ROW EXECUTE FUNCTION outbox_relay_enqueue()""",
 )
-"""
-_DROP = "DROP TABLE IF EXISTS outbox_relay_published"
+_UNINSTALL = (
+    "DROP TRIGGER IF EXISTS outbox_relay_enqueue ON outbox",
+    "DROP FUNCTION IF EXISTS outbox_relay_enqueue()",
+    "DROP TABLE IF EXISTS outbox_relay_pending",
+)
 _CLAIM = """
 SELECT o.id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload::text AS payload,
        o.saga_id, o.causation_id, o.traceparent
-FROM outbox o
-WHERE o.created_at >= $1
-  AND NOT EXISTS (SELECT 1 FROM outbox_relay_published p WHERE p.id = o.id)
-ORDER BY o.created_at
-LIMIT $2
-FOR UPDATE OF o SKIP LOCKED
+FROM outbox_relay_pending p JOIN outbox o ON o.id = p.id
+ORDER BY p.seq
+LIMIT $1
+FOR UPDATE OF p SKIP LOCKED
 """
-_MARK = "INSERT INTO outbox_relay_published (id) SELECT unnest($1::uuid[])"
+_DONE = "DELETE FROM outbox_relay_pending WHERE id = ANY($1::uuid[])"
 
 
 @dataclass
@@ -84,12 +94,11 @@ def record_of(row) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
 
 
 class PollingRelay:
-    """Publishes every outbox row created at or after `since` in the service databases, until stopped."""
+    """Publishes every outbox row inserted after `start()` in the service databases, until stopped."""
 
-    def __init__(self, settings: StackSettings, since: datetime, *, databases=DATABASES,
+    def __init__(self, settings: StackSettings, *, databases=DATABASES,
                  poll_interval: float = 0.010, batch: int = 500) -> None:
         self.settings = settings
-        self.since = since
         self.databases = databases
         self.poll_interval = poll_interval
         self.batch = batch
@@ -105,7 +114,9 @@ class PollingRelay:
         await self._producer.start()
         for database in self.databases:
             connection = await asyncpg.connect(self.settings.service_dsn(database))
-            await connection.execute(_CREATE)
+            async with connection.transaction():
+                for statement in _INSTALL:
+                    await connection.execute(statement)
             self._connections.append(connection)
             self._tasks.append(asyncio.create_task(self._loop(database, connection)))
 
@@ -115,11 +126,18 @@ class PollingRelay:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
+        """Stop polling, publish whatever is still pending, then remove the trigger and the queue."""
         self._stopping.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for connection in self._connections:
+            claim = await connection.prepare(_CLAIM)
+            while published := await self._once(connection, claim):
+                self.stats.published += published
+        for connection in self._connections:
             try:
-                await connection.execute(_DROP)
+                async with connection.transaction():
+                    for statement in _UNINSTALL:
+                        await connection.execute(statement)
             finally:
                 await connection.close()
         if self._producer is not None:
@@ -140,7 +158,7 @@ class PollingRelay:
 
     async def _once(self, connection: asyncpg.Connection, claim) -> int:
         async with connection.transaction():
-            rows = await claim.fetch(self.since, self.batch)
+            rows = await claim.fetch(self.batch)
             if not rows:
                 return 0
             sent = []
@@ -148,5 +166,5 @@ class PollingRelay:
                 topic, key, value, headers = record_of(row)
                 sent.append(await self._producer.send(topic, value, key=key, headers=headers))
             await asyncio.gather(*sent)
-            await connection.execute(_MARK, [row["id"] for row in rows])
+            await connection.execute(_DONE, [row["id"] for row in rows])
         return len(rows)

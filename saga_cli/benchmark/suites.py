@@ -140,7 +140,7 @@ async def compare(settings: StackSettings, plan: Plan, progress: Progress, *, tr
                 comparison.transports[name] = await transport.measure(settings, name, transport_rate, transport_seconds, burst)
             else:
                 async with transports.handover():
-                    relay = PollingRelay(settings, await _database_now(settings), databases=("orders",)) if name == "relay" else None
+                    relay = PollingRelay(settings, databases=("orders",)) if name == "relay" else None
                     if relay:
                         await relay.start()
                     try:
@@ -156,7 +156,7 @@ async def compare(settings: StackSettings, plan: Plan, progress: Progress, *, tr
 
 async def _with_relay(settings: StackSettings, transports: Transports, plan: Plan, progress: Progress):
     async with transports.handover():
-        relay = PollingRelay(settings, await _database_now(settings))
+        relay = PollingRelay(settings)
         await relay.start()
         try:
             result = await run(settings, plan, progress)
@@ -178,14 +178,3 @@ async def _republished(settings: StackSettings, result: RunResult, settle_s: flo
     messages = await read_topics(settings.kafka_bootstrap, keys, int(result.window[0] * 1000) - 60_000)
     ids = [m.event_id for m in messages if m.event_id]
     return len(ids) - len(set(ids))
-
-
-async def _database_now(settings: StackSettings):
-    """The database's clock now: the relay publishes rows created from this moment on."""
-    from saga_cli.benchmark.invariants import connect_read_only
-
-    connection = await connect_read_only(settings, "orders")
-    try:
-        return await connection.fetchval("SELECT clock_timestamp()")
-    finally:
-        await connection.close()
