@@ -22,10 +22,10 @@ from aiokafka import TopicPartition
 from rich.table import Table
 from rich.text import Text
 
-from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC, Service, kafka_bootstrap
+from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC, Service
 from saga_cli.errors import CliError
 from saga_cli.http_client import Conflict, NotFound, ServiceClient
-from saga_cli.kafka import READ_TIMEOUT_S, Consumer, KafkaEvent, decode_record, kafka_consumer, partitions_by_topic
+from saga_cli.kafka import READ_TIMEOUT_S, Consumer, KafkaEvent, kafka_consumer, partitions_by_topic, read_range
 from saga_cli.output import console, print_json
 
 DEADLETTER_TOPIC = "events.deadletter"
@@ -109,25 +109,7 @@ async def read_topic(
     consumer.assign(partitions)
     end = await consumer.end_offsets(partitions)
     start = await consumer.beginning_offsets(partitions)
-    for partition in partitions:
-        consumer.seek(partition, start[partition])
-    pending = {partition for partition in partitions if start[partition] < end[partition]}
-
-    events: list[KafkaEvent] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while pending:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            late = ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(pending))
-            raise CliError(f"Kafka at {kafka_bootstrap()} did not deliver {late} up to its end within {timeout_s:g}s")
-        batches = await consumer.getmany(*pending, timeout_ms=int(min(remaining, 1.0) * 1000))
-        for partition, records in batches.items():
-            events.extend(decode_record(record) for record in records if record.offset < end[partition])
-        for partition in list(pending):
-            if await consumer.position(partition) >= end[partition]:
-                pending.discard(partition)
-    return events
+    return await read_range(consumer, start, end, timeout_s)
 
 
 def dead_letters(events: Sequence[KafkaEvent]) -> list[DeadLetter]:

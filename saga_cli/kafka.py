@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -135,9 +135,21 @@ async def read_key(
     consumer.assign(partitions)
     end = await consumer.end_offsets(partitions)
     start = await _start_offsets(consumer, partitions, since_ms, end)
-    for partition in partitions:
-        consumer.seek(partition, start[partition])
-    pending = {partition for partition in partitions if start[partition] < end[partition]}
+    return await read_range(consumer, start, end, timeout_s, keep=lambda record: record.key == key_bytes)
+
+
+async def read_range(
+    consumer: Consumer,
+    start: Mapping[TopicPartition, int],
+    end: Mapping[TopicPartition, int],
+    timeout_s: float = READ_TIMEOUT_S,
+    keep: Callable[[Any], bool] = lambda record: True,
+) -> list[KafkaEvent]:
+    """The records `keep` accepts from each partition's `start` offset up to (not including)
+    its `end` offset; one-line CliError when Kafka does not deliver them within timeout_s."""
+    for partition, offset in start.items():
+        consumer.seek(partition, offset)
+    pending = {partition for partition in start if start[partition] < end[partition]}
 
     events: list[KafkaEvent] = []
     loop = asyncio.get_running_loop()
@@ -149,11 +161,7 @@ async def read_key(
             raise CliError(f"Kafka at {kafka_bootstrap()} did not deliver {late} up to its end within {timeout_s:g}s")
         batches = await consumer.getmany(*pending, timeout_ms=int(min(remaining, 1.0) * 1000))
         for partition, records in batches.items():
-            events.extend(
-                decode_record(record)
-                for record in records
-                if record.offset < end[partition] and record.key == key_bytes
-            )
+            events.extend(decode_record(record) for record in records if record.offset < end[partition] and keep(record))
         for partition in list(pending):
             if await consumer.position(partition) >= end[partition]:
                 pending.discard(partition)
