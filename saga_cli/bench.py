@@ -53,6 +53,8 @@ def bench(
                                                                         "(default: --rate × outbox rows per saga)."),
     transport_seconds: float = typer.Option(20.0, "--transport-seconds", help="--compare: seconds of the transport test."),
     burst: int = typer.Option(5000, "--burst", help="--compare: rows written at once for the transport throughput."),
+    settle_below: float = typer.Option(None, "--settle", help="Before each run, wait (up to 10 min) until the "
+                                                             "1-minute load average is below this."),
     plot: Path = typer.Option(None, "--plot", help="Where to write the latency PNG (default: SAGA_HOME/bench/latency.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
@@ -75,7 +77,8 @@ def bench(
     _use_uvloop()
     highlight = None
     if find_max:
-        found = asyncio.run(suites.find_max(settings, plan, progress, factor=factor, max_steps=max_steps))
+        found = asyncio.run(suites.find_max(settings, plan, progress, factor=factor, max_steps=max_steps,
+                                                settle_below=settle_below))
         best = next((s.result for s in reversed(found.steps) if s.passed), found.steps[-1].result)
         document = {**best.as_json(), "find_max": found.as_json()}
         series = [(f"{s.result.plan.rate:g}/s{'' if s.passed else ' (failed)'}", s.result.e2e_ms()) for s in found.steps]
@@ -83,14 +86,15 @@ def bench(
     elif compare:
         rows_per_s = transport_rate or round(rate * suites.EVENTS_PER_SAGA)
         comparison = asyncio.run(suites.compare(settings, plan, progress, transport_rate=rows_per_s,
-                                                transport_seconds=transport_seconds, burst=burst))
+                                                transport_seconds=transport_seconds, burst=burst,
+                                                settle_below=settle_below))
         best = comparison.runs["debezium-tuned"]
         document = {**best.as_json(), "compare": comparison.as_json()}
         series = [(name, result.e2e_ms()) for name, result in comparison.runs.items()]
         title = f"saga e2e latency at {rate:g} sagas/s: Debezium default vs tuned vs polling relay"
         highlight = "debezium-tuned"
     else:
-        best = asyncio.run(run(settings, plan, progress))
+        best = asyncio.run(_settled_run(settings, plan, progress, settle_below))
         document = best.as_json()
         series = [(f"{rate:g}/s", best.e2e_ms())]
         title = f"saga e2e latency at {rate:g} sagas/s for {duration:g}s"
@@ -106,6 +110,11 @@ def bench(
         if compare:
             _print_compare(document["compare"])
         Console().print(f"plot: {plot_path}")
+
+
+async def _settled_run(settings: StackSettings, plan: Plan, progress: Progress, settle_below: float | None) -> RunResult:
+    await suites.settle(progress, settle_below)
+    return await run(settings, plan, progress)
 
 
 def _use_uvloop() -> None:

@@ -14,6 +14,8 @@ runs and against (d) for the transports.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from dataclasses import dataclass, field, replace
 
 from saga_cli.benchmark import transport
@@ -67,10 +69,23 @@ def judge(result: RunResult) -> tuple[bool, str]:
     return True, f"{result.sagas_per_s:.1f}/s, {detail}"
 
 
-async def find_max(settings: StackSettings, plan: Plan, progress: Progress, *, factor: float, max_steps: int) -> FindMax:
+async def settle(progress: Progress, below: float | None, timeout: float = 600.0) -> None:
+    """Wait until the 1-minute load average is under `below` (at most `timeout` s): a run starts on a
+    machine that the previous run, or anyone else, has stopped loading. No-op when `below` is None."""
+    if below is None:
+        return
+    deadline = time.monotonic() + timeout
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        await asyncio.sleep(5)
+    progress.note(f"load average {os.getloadavg()[0]:.2f} (waited for < {below:g})")
+
+
+async def find_max(settings: StackSettings, plan: Plan, progress: Progress, *, factor: float, max_steps: int,
+                   settle_below: float | None = None) -> FindMax:
     found = FindMax()
     rate = plan.rate
     for _ in range(max_steps):
+        await settle(progress, settle_below)
         result = await run(settings, replace(plan, rate=round(rate, 1), label=f"step {len(found.steps) + 1}"), progress)
         passed, why = judge(result)
         found.steps.append(Step(result, passed, why))
@@ -121,11 +136,12 @@ def _ratio(value, base):
 
 
 async def compare(settings: StackSettings, plan: Plan, progress: Progress, *, transport_rate: float,
-                  transport_seconds: float, burst: int) -> Comparison:
+                  transport_seconds: float, burst: int, settle_below: float | None = None) -> Comparison:
     transports = Transports(settings)
     comparison = Comparison()
     try:
         for variant in SAGA_VARIANTS:
+            await settle(progress, settle_below)
             labelled = replace(plan, label=variant)
             if variant == "relay":
                 comparison.runs[variant], comparison.relay_stats = await _with_relay(settings, transports, labelled, progress)
@@ -134,6 +150,7 @@ async def compare(settings: StackSettings, plan: Plan, progress: Progress, *, tr
                 comparison.runs[variant] = await run(settings, labelled, progress)
         await transport.ensure_topic(settings.kafka_bootstrap)
         for name in TRANSPORTS:
+            await settle(progress, settle_below)
             progress.note(f"transport {name}: {transport_rate:g} rows/s for {transport_seconds:g}s, then {burst} rows at once")
             if name.startswith("debezium"):
                 await asyncio.to_thread(transports.debezium, name.split("-")[1])
