@@ -77,7 +77,7 @@ async def settle(progress: Progress, below: float | None, timeout: float = 600.0
     deadline = time.monotonic() + timeout
     while os.getloadavg()[0] >= below and time.monotonic() < deadline:
         await asyncio.sleep(5)
-    progress.note(f"load average {os.getloadavg()[0]:.2f} (waited for < {below:g})")
+    progress.console.print(f"[dim]load average {os.getloadavg()[0]:.2f} (waited for < {below:g})[/dim]")
 
 
 async def find_max(settings: StackSettings, plan: Plan, progress: Progress, *, factor: float, max_steps: int,
