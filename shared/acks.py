@@ -50,3 +50,8 @@ class OrderedAcks:
     def waiting(self, partition: Hashable) -> int:
         """Messages of `partition` received but not yet acked."""
         return len(self._pending.get(partition, ()))
+
+    def forget(self, partition: Hashable) -> None:
+        """Drop what is known about `partition` (it was revoked after its messages finished)."""
+        for message_id in self._pending.pop(partition, {}):
+            self._messages.pop(message_id, None)

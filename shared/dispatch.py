@@ -40,13 +40,21 @@ class KeyedDispatcher:
     def in_flight(self) -> int:
         return len(self._running)
 
-    async def submit(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
-        """Schedule `work()` after the previous work for `key`; wait first while `limit` are in flight."""
+    async def submit(self, key: Hashable, work: Callable[[], Awaitable[None]],
+                     admit: Callable[[], bool] | None = None) -> bool:
+        """Schedule `work()` after the previous work for `key`; wait first while `limit` are in flight.
+
+        `admit`, if given, is asked once a slot is free (things may have changed while
+        waiting for it): when it returns False nothing is scheduled and False is returned."""
         await self._slots.acquire()
+        if admit is not None and not admit():
+            self._slots.release()
+            return False
         previous = self._last.get(key)
         task = asyncio.create_task(self._run(key, previous, work))
         self._last[key] = task
         self._running.add(task)
+        return True
 
     async def join(self) -> None:
         """Wait until everything submitted so far has finished."""

@@ -1,4 +1,4 @@
-"""One service process: a faust app whose agent feeds the consumer runtime, its database pool, and its web views.
+"""One service process: a faust app (HTTP API, timers) with its Kafka consumer feeding the consumer runtime, its database pool, and its web views.
 
 Each service's app.py builds a `ServiceRuntime` with its settings, handler table and
 topics, then adds its own views with `runtime.app.page(...)`. Every service gets:
@@ -20,7 +20,6 @@ place for effects that must not run unless the handling is durable, e.g. counter
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -35,14 +34,14 @@ from typing import Any
 
 import asyncpg
 import faust
+from faust.app.base import BootStrategy
 import structlog
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from shared import kafka_transport, logs, metrics, replication, retention
-from shared.acks import OrderedAcks
+from shared import logs, metrics, replication, retention
 from shared.consumer import EventConsumer, IncomingMessage
-from shared.dispatch import KeyedDispatcher
+from shared.kafka_consumer import EventStream
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
 from shared.uow import Envelope, Handler, Transaction, UnitOfWork
@@ -71,6 +70,20 @@ class _ReportingUnitOfWork(UnitOfWork):
         return tx
 
 
+class _Boot(BootStrategy):
+    """faust's start-up graph without its Kafka consumer and producer (the services never
+    produce; they consume with `EventStream`), plus `extra` services started with the app."""
+
+    enable_kafka = False
+
+    def __init__(self, app: faust.App, extra: Sequence[Any]) -> None:
+        super().__init__(app)
+        self.extra = list(extra)
+
+    def server(self):
+        return [*super().server(), *self.extra]
+
+
 class ServiceRuntime:
     def __init__(
         self,
@@ -84,6 +97,7 @@ class ServiceRuntime:
         self.name = settings.service_name
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self._consumer: EventConsumer | None = None
         self.handlers = handlers
         self.app = faust.App(
             self.name,
@@ -93,23 +107,21 @@ class ServiceRuntime:
             web_host=settings.http_host,
             web_bind=settings.http_host,
             web_port=settings.http_port,
-            consumer_auto_offset_reset="earliest",
-            broker_commit_interval=0.5,
-            # A worker killed without leaving its group holds its partitions until its session
-            # expires; 10 s (not faust's 60 s) lets a restarted worker take over quickly.
-            broker_session_timeout=10.0,
-            broker_heartbeat_interval=3.0,
-            topic_partitions=3,
             # faust's local state (we keep none that matters: the database is the state)
             datadir=str(Path(tempfile.gettempdir()) / "saga-faust" / f"{self.name}-{settings.http_port}"),
             autodiscover=False,
         )
-        # faust's transport, but the consumer waits at most consumer_fetch_max_wait_ms per fetch
-        # (faust: 1.5 s, which a record on a busy partition could spend waiting; shared/kafka_transport.py)
-        self.app.transport = kafka_transport.Transport(
-            self.app.conf.broker_consumer, self.app, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
-        topic = self.app.topic(*topics, key_type=bytes, value_type=bytes, allow_empty=True)
-        self.app.agent(topic, name=f"{self.name}.events")(self._consume)
+        # faust serves the HTTP API and runs the timers; the consumer is our own aiokafka
+        # consumer in the same event loop (shared/kafka_consumer.py), not faust's threaded one.
+        self.stream = EventStream(
+            topics=topics,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=self.name,
+            handle=self._handle_record,
+            concurrency=settings.consumer_concurrency,
+            fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+        )
+        self.app.boot_strategy = _Boot(self.app, extra=[self.stream])
         self._add_common_views()
         self._add_maintenance_timers()
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
@@ -132,38 +144,26 @@ class ServiceRuntime:
     async def consumer(self) -> EventConsumer:
         return EventConsumer(await self.uow(), self.handlers)
 
-    # --- the agent: ack only after the outcome is committed ----------------------------------
-    # Up to `consumer_concurrency` messages are handled at once, one saga's strictly in
-    # order (shared/dispatch.py); each is acked once its own transaction committed.
-    # Acks leave each partition in offset order (shared/acks.py): faust's own bookkeeping of
-    # out-of-order acks could commit past a message still in flight.
-    async def _consume(self, stream) -> None:
-        consumer = None
-        dispatcher = KeyedDispatcher(self.settings.consumer_concurrency)
-        acks = OrderedAcks(lambda event: event.ack())
-        async for event in stream.noack().events():
-            if consumer is None:
-                consumer = await self._until_connected(self.consumer)
-            acks.received(event.message.tp, event)
-            await dispatcher.submit(event.message.key, functools.partial(self._handle_event, consumer, event, acks))
-
-    async def _handle_event(self, consumer: EventConsumer, event, acks: OrderedAcks) -> None:
+    # --- the consumer: each record settled durably, then acked ------------------------------
+    # Up to `consumer_concurrency` records are handled at once, one saga's strictly in
+    # order; offsets leave each partition in order (shared/kafka_consumer.py).
+    async def _handle_record(self, record) -> None:
+        if self._consumer is None:
+            self._consumer = await self._until_connected(self.consumer)
         started = time.perf_counter()
         try:
-            message = IncomingMessage.from_record(event.message)
+            message = IncomingMessage.from_record(record)
             with structlog.contextvars.bound_contextvars(**logs.message_context(message)):
-                outcome = await consumer.handle(message)
+                outcome = await self._consumer.handle(message)
                 duration_ms = round((time.perf_counter() - started) * 1000, 3)
                 level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
                 events_log.log(level, "message handled", outcome=outcome, duration_ms=duration_ms)
         except Exception:
-            # handle() settles every message itself; reaching here is a bug. Faust would
-            # carry on without this agent, so stop the whole worker instead: the message
-            # is not acked, and the restarted worker gets it again.
+            # handle() settles every message itself; reaching here is a bug. Stop the whole
+            # worker: the message is not acked, and the restarted worker gets it again.
             log.critical("consumer failed outside its own error handling; exiting", exc_info=True)
             logging.shutdown()
             os._exit(70)
-        acks.finished(event.message.tp, event)
 
     async def _until_connected(self, make):
         delay = 0.2
@@ -242,16 +242,10 @@ class ServiceRuntime:
             return False
 
     def _assignment(self):
-        try:
-            return self.app.consumer.assignment()
-        except Exception:
-            return set()
+        return self.stream.assignment()
 
     def _kafka_ok(self) -> bool:
-        try:
-            return bool(self.app.consumer.assignment()) and not self.app.consumer.should_stop
-        except Exception:
-            return False
+        return bool(self.stream.assignment()) and self.stream.running
 
     def main(self) -> None:
         """Run the worker in this process (what `python -m <service>` does)."""

@@ -58,7 +58,7 @@ class ServiceSettings(BaseSettings):
     Keep it below db_pool_max_size: the HTTP API and the timers need connections too."""
     consumer_fetch_max_wait_ms: int = Field(25, ge=1, le=1500)
     """The longest the broker holds a fetch with no new data (faust: 1500). It bounds how long a
-    record on a partition left out of the fetch in flight waits (shared/kafka_transport.py); an
+    record on a partition left out of the fetch in flight waits (shared/kafka_consumer.py); an
     idle consumer makes one empty fetch per interval."""
     outbox_retention: Duration = Field(timedelta(hours=1), gt=timedelta(0), validation_alias="SAGA_OUTBOX_RETENTION")
     """Outbox rows (and heartbeat rows) older than this are purged. Delivery does not need them

@@ -1,0 +1,214 @@
+"""The service's Kafka consumer: aiokafka in the worker's own event loop, acks after commit.
+
+faust's consumer runs aiokafka in a second thread with its own event loop and hands
+every record across threads and through its stream machinery; profiled under saga load
+that was about a third of a service's CPU. `EventStream` is a plain aiokafka consumer
+in the worker's loop, started and stopped with the faust app (it is a mode Service,
+like faust's own), feeding the same runtime: `KeyedDispatcher` (several messages at
+once, one saga's in order) and `OrderedAcks` (offsets leave each partition in order).
+
+Invariants:
+  * An offset is committed only when every record of its partition before it was
+    handled to a durable outcome (its callback returned): a crash at any moment
+    redelivers, it never skips.
+  * On a rebalance (aiokafka's is eager: everything is revoked, then assigned) nothing
+    new is started for the old assignment, the records in flight are waited for, and
+    their offsets are committed before the partitions go. Records fetched under the
+    old assignment and not started are dropped: the group refetches them from the
+    committed offset, here or in another member.
+  * One consumer group per service (its name), the same group faust used, so its
+    committed offsets carry over.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+from mode import Service
+
+from shared.acks import OrderedAcks
+from shared.dispatch import KeyedDispatcher
+
+__all__ = ["EventStream"]
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[ConsumerRecord], Awaitable[None]]
+"""Settles one record durably; returns normally (it exits the process on a bug)."""
+
+STOP_DRAIN_SECONDS = 15.0
+"""On shutdown, how long the records in flight get to finish before the consumer leaves anyway."""
+
+
+class EventStream(Service):
+    def __init__(
+        self,
+        *,
+        topics: Iterable[str],
+        bootstrap_servers: str,
+        group_id: str,
+        handle: Handle,
+        concurrency: int,
+        fetch_max_wait_ms: int,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        commit_interval: float = 0.5,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.topics = tuple(topics)
+        self.group_id = group_id
+        self._handle = handle
+        self._config = dict(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=f"{group_id}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+        )
+        self.commit_interval = commit_interval
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dispatcher = KeyedDispatcher(concurrency)
+        self._acks = OrderedAcks(self._acked)
+        self._assigned: set[TopicPartition] = set()
+        self._generation = 0  # +1 on every revocation: a batch fetched before it is stale
+        self._positions: dict[TopicPartition, int] = {}  # next offset to commit
+        self._committed: dict[TopicPartition, int] = {}
+        self._tasks: list[asyncio.Future] = []
+
+    # --- what /health asks ---------------------------------------------------------------
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    @property
+    def running(self) -> bool:
+        return self._consumer is not None and not self.should_stop
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self._run())]
+        self._tasks[0].add_done_callback(_exit_if_crashed)
+
+    async def on_stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            await asyncio.wait_for(self._dispatcher.join(), STOP_DRAIN_SECONDS)
+            await self._commit(consumer, self._assigned)
+        except asyncio.TimeoutError:
+            log.warning("stopping with messages still in flight; they will be redelivered")
+        finally:
+            await consumer.stop()  # leaves the group: its partitions move at once
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        delay = 0.2
+        while True:
+            consumer = AIOKafkaConsumer(**self._config)
+            consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
+            try:
+                await consumer.start()
+                return consumer
+            except KafkaError as error:
+                await consumer.stop()
+                log.warning("Kafka not reachable yet (%s); retrying", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _run(self) -> None:
+        self._consumer = consumer = await self._connect()
+        self._tasks.append(asyncio.ensure_future(self._commit_periodically(consumer)))
+        while not self.should_stop:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as error:  # aiokafka recovers by itself; say so and ask again
+                log.warning("fetch failed (%s); retrying", error)
+                await asyncio.sleep(0.5)
+                continue
+            generation = self._generation
+            for tp, records in batches.items():
+                for record in records:
+                    admit = partial(self._admit, generation, tp, record)
+                    await self._dispatcher.submit(record.key, partial(self._settle, tp, record), admit=admit)
+
+    def _admit(self, generation: int, tp: TopicPartition, record: ConsumerRecord) -> bool:
+        """Whether `record` may start now: its partition is still ours since it was fetched."""
+        if generation != self._generation or tp not in self._assigned:
+            return False
+        self._acks.received(tp, record)
+        return True
+
+    async def _settle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        await self._handle(record)
+        self._acks.finished(tp, record)
+
+    def _acked(self, record: ConsumerRecord) -> None:
+        self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+
+    # --- offsets ---------------------------------------------------------------------------
+    async def _commit_periodically(self, consumer: AIOKafkaConsumer) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(self.commit_interval)
+            await self._commit(consumer, self._assigned)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
+        offsets = {tp: self._positions[tp] for tp in partitions
+                   if tp in self._positions and self._positions[tp] != self._committed.get(tp)}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:  # a rebalance or a broker away: the next commit carries it
+            log.info("offset commit deferred (%s)", error)
+            return
+        self._committed.update(offsets)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        self._generation += 1  # nothing fetched before this starts any more
+        await self._dispatcher.join()
+        if self._consumer is not None:
+            await self._commit(self._consumer, revoked)
+        for tp in revoked:
+            self._assigned.discard(tp)
+            self._positions.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._acks.forget(tp)
+
+    def _assigned_now(self, assigned: set[TopicPartition]) -> None:
+        self._assigned = set(assigned)
+        log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none")
+
+
+def _exit_if_crashed(task: asyncio.Future) -> None:
+    """The fetch loop ended with an error: a bug. Exit rather than stay up consuming nothing;
+    nothing unsettled was acked, and the restarted worker gets it again."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("the consumer's fetch loop failed; exiting", exc_info=task.exception())
+    logging.shutdown()
+    os._exit(70)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stream: EventStream) -> None:
+        self.stream = stream
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.stream._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.stream._assigned_now(set(assigned))
