@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -106,9 +107,9 @@ class EventConsumer:
     def name(self) -> str:
         return self.uow.consumer
 
-    @property
-    def handled_types(self) -> set[str]:
-        return {cls.model_fields["event_type"].default for cls in self.handlers}
+    @functools.cached_property
+    def handled_types(self) -> frozenset[str]:
+        return frozenset(cls.model_fields["event_type"].default for cls in self.handlers)
 
     async def handle(self, message: IncomingMessage) -> str:
         """Process `message` to a durable outcome and return it: handled, duplicate, ignored or dead_lettered."""

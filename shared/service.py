@@ -44,7 +44,7 @@ from shared.consumer import EventConsumer, IncomingMessage
 from shared.kafka_consumer import EventStream
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
-from shared.uow import Envelope, Handler, Transaction, UnitOfWork
+from shared.uow import Envelope, Handler, Transaction, UnitOfWork, create_pool
 
 log = logging.getLogger(__name__)
 events_log = structlog.stdlib.get_logger(__name__)
@@ -131,7 +131,7 @@ class ServiceRuntime:
         async with self._pool_lock:
             if self._pool is None:
                 s = self.settings
-                self._pool = await asyncpg.create_pool(
+                self._pool = await create_pool(
                     s.database_url, min_size=s.db_pool_min_size, max_size=s.db_pool_max_size, command_timeout=30
                 )
         return self._pool
