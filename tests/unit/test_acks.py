@@ -47,3 +47,16 @@ def test_acked_offsets_are_always_a_prefix_of_the_received_ones(finish_order):
         acks.finished("p", messages[index])
         assert acked == list(range(len(acked)))
     assert acked == list(range(12))
+
+
+def test_a_forgotten_partition_starts_afresh():
+    acked: list[int] = []
+    acks = OrderedAcks(lambda m: acked.append(m.offset))
+    acks.received("p0", Message(1))
+    acks.received("p1", Message(7))
+    acks.forget("p0")
+    assert acks.waiting("p0") == 0 and acks.waiting("p1") == 1
+    again = Message(1)
+    acks.received("p0", again)
+    acks.finished("p0", again)
+    assert acked == [1]

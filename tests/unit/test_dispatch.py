@@ -73,3 +73,26 @@ async def test_a_failing_work_does_not_block_its_key():
 def test_the_limit_is_at_least_one():
     with pytest.raises(ValueError):
         KeyedDispatcher(limit=0)
+
+
+async def test_work_not_admitted_once_a_slot_is_free_is_not_scheduled():
+    dispatcher = KeyedDispatcher(limit=1)
+    release = asyncio.Event()
+    ran = []
+
+    async def work(n: int) -> None:
+        ran.append(n)
+        await release.wait()
+
+    assert await dispatcher.submit("a", lambda: work(1))
+    wanted = True
+    second = asyncio.create_task(dispatcher.submit("b", lambda: work(2), admit=lambda: wanted))
+    await asyncio.sleep(0.01)
+    wanted = False  # e.g. its partition was revoked while it waited for a slot
+    release.set()
+    assert await second is False
+    await dispatcher.join()
+    assert ran == [1] and dispatcher.in_flight == 0
+    assert await dispatcher.submit("c", lambda: work(3))  # the slot it did not take is free again
+    await dispatcher.join()
+    assert ran == [1, 3]
