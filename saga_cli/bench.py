@@ -27,11 +27,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from saga_cli.benchmark import suites
-from saga_cli.benchmark.catalog import Mix
-from saga_cli.benchmark.plot import latency_png
-from saga_cli.benchmark.progress import Progress
-from saga_cli.benchmark.runner import Plan, RunResult, run
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the benchmark's modules are imported when `saga bench` runs, not by every `saga` command
+    from saga_cli.benchmark.progress import Progress
+    from saga_cli.benchmark.runner import Plan, RunResult
 from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC, not_reachable
 from saga_cli.errors import CliError
 from saga_cli.stack.config import StackSettings
@@ -65,6 +65,12 @@ def bench(
         raise CliError("--find-max and --compare are separate benchmarks: give one of them")
     if find_max and factor <= 1:
         raise CliError("--factor must be above 1")
+    from saga_cli.benchmark import suites
+    from saga_cli.benchmark.catalog import Mix
+    from saga_cli.benchmark.plot import latency_png
+    from saga_cli.benchmark.progress import Progress
+    from saga_cli.benchmark.runner import Plan
+
     settings = StackSettings()
     plan = Plan(rate=rate, duration=duration, warmup=warmup, mix=Mix.parse(mix), seed=seed, drain_timeout=drain_timeout,
                 label="bench")
@@ -113,6 +119,9 @@ def bench(
 
 
 async def _settled_run(settings: StackSettings, plan: Plan, progress: Progress, settle_below: float | None) -> RunResult:
+    from saga_cli.benchmark import suites
+    from saga_cli.benchmark.runner import run
+
     await suites.settle(progress, settle_below)
     return await run(settings, plan, progress)
 
