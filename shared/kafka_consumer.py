@@ -56,6 +56,8 @@ class EventStream(Service):
         handle: Handle,
         concurrency: int,
         fetch_max_wait_ms: int,
+        # A worker killed without leaving its group holds its partitions until its session
+        # expires: 10 s lets a restarted or surviving worker take them over quickly.
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         commit_interval: float = 0.5,

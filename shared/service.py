@@ -34,8 +34,8 @@ from typing import Any
 
 import asyncpg
 import faust
-from faust.app.base import BootStrategy
 import structlog
+from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
