@@ -13,13 +13,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from saga_cli.services import DATABASES
-from tests.faults.test_scale_out import free_port
+from tests.faults.test_scale_out import free_port, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -33,16 +32,6 @@ async def health(url: str) -> tuple[int, dict] | None:
         return answer.status_code, answer.json()
     except (httpx.HTTPError, ValueError):
         return None
-
-
-async def until(check, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f}s"
-        await asyncio.sleep(0.25)
 
 
 async def forward(target_host: str, target_port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
@@ -78,15 +67,16 @@ async def test_a_service_started_before_kafka_answers_waits_and_then_consumes(se
     try:
         async def answers_unhealthy():
             found = await health(url)
-            return found if found and found[0] == 503 else None
+            return found is not None and found[0] == 503
 
-        status, body = await until(answers_unhealthy, "an HTTP answer while Kafka is unreachable", 60)
+        await wait_for(answers_unhealthy, "an HTTP answer while Kafka is unreachable", 60)
+        status, body = await health(url)
         assert body["kafka"] == "down" and body["database"] == "ok" and body["assigned"] == []
 
         async def says_retrying():
             return "Kafka not reachable yet" in log_path.read_text(errors="replace")
 
-        await until(says_retrying, "a log line saying it retries", 30)
+        await wait_for(says_retrying, "a log line saying it retries", 30)
         assert process.poll() is None, "the service exited while Kafka was unreachable"
 
         proxy = await asyncio.start_server(lambda r, w: forward(kafka_host, int(kafka_port), r, w),
@@ -94,9 +84,10 @@ async def test_a_service_started_before_kafka_answers_waits_and_then_consumes(se
 
         async def healthy_with_partitions():
             found = await health(url)
-            return found if found and found[0] == 200 and found[1]["assigned"] else None
+            return found is not None and found[0] == 200 and bool(found[1]["assigned"])
 
-        status, body = await until(healthy_with_partitions, "health 200 with partitions once Kafka answers", 90)
+        await wait_for(healthy_with_partitions, "health 200 with partitions once Kafka answers", 90)
+        status, body = await health(url)
         assert all(tp.startswith(("events.inventory/", "events.order/")) for tp in body["assigned"])
         assert process.poll() is None
     finally:
