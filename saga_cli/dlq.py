@@ -72,14 +72,20 @@ class DeadLetter:
 
 
 def dead_letter_from(event: KafkaEvent) -> DeadLetter | None:
-    """The dead letter a record of events.deadletter announces; None for anything else."""
+    """The dead letter a record of events.deadletter announces; None for anything else.
+
+    Reads every shape a service has published: headers as a list of {"name", "value"}
+    (today) or as an object (older dead letters), and a payload that reached the topic as
+    a JSON string rather than expanded. Never raises on what the record holds."""
     payload = event.value
+    if isinstance(payload, str):
+        payload = _json_or_none(payload)
     if event.event_type != DEAD_LETTER_EVENT_TYPE or not isinstance(payload, Mapping):
         return None
     ident = payload.get("dead_letter_id")
     if not isinstance(ident, str) or not ident:
         return None
-    headers = payload.get("headers") if isinstance(payload.get("headers"), Mapping) else {}
+    headers = _header_map(payload.get("headers"))
     return DeadLetter(
         id=ident,
         consumer=str(payload.get("consumer") or ""),
@@ -87,8 +93,8 @@ def dead_letter_from(event: KafkaEvent) -> DeadLetter | None:
         partition=_int_or_none(payload.get("partition")),
         offset=_int_or_none(payload.get("offset")),
         key=payload.get("key") if isinstance(payload.get("key"), str) else None,
-        event_type=_original_event_type(headers, payload.get("value")),
-        event_id=headers.get("id") or None,
+        event_type=_text(payload.get("event_type")) or _original_event_type(headers, payload.get("value")),
+        event_id=_text(payload.get("event_id")) or headers.get("id") or None,
         error=str(payload.get("error") or ""),
         at=str(payload.get("at") or event.at),
         location=f"{event.topic}[{event.partition}]@{event.offset}",
@@ -198,17 +204,36 @@ def _parse_id(raw: str) -> str:
         raise CliError(f"not a dead letter id: {raw!r} (ids are UUIDs, see `saga dlq list`)") from None
 
 
-def _original_event_type(headers: Mapping[str, Any], value: Any) -> str | None:
+def _original_event_type(headers: Mapping[str, str], value: Any) -> str | None:
     if headers.get("eventType"):
-        return str(headers["eventType"])
-    if isinstance(value, str):
-        try:
-            decoded = json.loads(value)
-        except ValueError:
-            return None
-        if isinstance(decoded, dict) and isinstance(decoded.get("event_type"), str):
-            return decoded["event_type"]
+        return headers["eventType"]
+    decoded = _json_or_none(value) if isinstance(value, str) else None
+    if isinstance(decoded, dict) and isinstance(decoded.get("event_type"), str):
+        return decoded["event_type"]
     return None
+
+
+def _header_map(headers: Any) -> dict[str, str]:
+    """A dead letter's headers as {name: value} (the first of repeated names), from either shape."""
+    if isinstance(headers, Mapping):
+        return {str(name): str(value) for name, value in headers.items() if value is not None}
+    found: dict[str, str] = {}
+    for header in headers if isinstance(headers, list) else ():
+        if isinstance(header, Mapping) and isinstance(header.get("name"), str):
+            found.setdefault(header["name"], str(header.get("value") or ""))
+    return found
+
+
+def _json_or_none(text: str) -> Any:
+    """`text` parsed as JSON, or None when it is not JSON (however it fails: deep nesting too)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _int_or_none(value: Any) -> int | None:

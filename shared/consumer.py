@@ -8,74 +8,88 @@ Invariants:
     event whose effects are not committed.
   * Transient failures (TransientError: connection lost, serialization failure,
     deadlock…) are retried with exponential backoff and equal jitter, `RetryPolicy.attempts`
-    times (8–16 s in all); then the message is dead-lettered. Any other failure, and a message that cannot
-    be decoded at all, is dead-lettered at once: retrying a deterministic failure only
+    times (8–16 s in all); then the message is dead-lettered. Any other failure, and a
+    message that cannot be decoded (any bytes, any size, any headers, whatever the
+    parser raises), is dead-lettered at once: retrying a deterministic failure only
     blocks the partition.
-  * When even the dead letter cannot be written (the database is down), it keeps
+  * A record's content never stops the consumer: the dead letter is a bounded, safe copy
+    (shared/dead_letter.py); if even that cannot be written for a reason that is not
+    transient, a minimal one (where and why) is. When the database is down it keeps
     trying, with capped backoff: nothing is acked that is not recorded somewhere.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timezone
 from typing import Any
 
-from shared import metrics
+from shared import dead_letter, metrics
 from shared.errors import EventDecodeError, TransientError
 from shared.events import EVENT_TYPES, decode_event
-from shared.topics import DEADLETTER, Header
-from shared.tracing import child_traceparent
-from shared.uow import Envelope, Handler, UnitOfWork, write_outbox
+from shared.safe_text import preview
+from shared.topics import Header
+from shared.uow import Envelope, Handler, UnitOfWork
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_EVENT_TYPE = "DEAD_LETTER"
-
-_INSERT_DEAD_LETTER = """
-INSERT INTO dead_letters (id, consumer, topic, kafka_partition, kafka_offset, message_key, headers, raw_value, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)
-ON CONFLICT (consumer, topic, kafka_partition, kafka_offset) DO NOTHING
-RETURNING failed_at
-"""
-_SELECT_DEAD_LETTER = """
-SELECT id, consumer, topic, kafka_partition, kafka_offset, message_key, headers, raw_value, error, failed_at, replayed_at
-FROM dead_letters WHERE id = $1
-"""
-_MARK_REPLAYED = """UPDATE dead_letters SET replayed_at = clock_timestamp() WHERE id = $1"""
+DEAD_LETTER_EVENT_TYPE = dead_letter.DEAD_LETTER_EVENT_TYPE
 
 
 @dataclass(frozen=True)
 class IncomingMessage:
-    """A Kafka record as the runtime needs it, independent of the client library."""
+    """A Kafka record as the runtime needs it, independent of the client library.
+
+    `header_pairs` are the record's headers as they came: (name, value bytes or None), in
+    order, duplicates and empty names included. `headers` is the text view the runtime
+    reads: each name's last value, decoded as UTF-8 with invalid bytes replaced."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Mapping[str, str]
+    header_pairs: tuple[tuple[str, bytes | None], ...] = ()
     timestamp_ms: int = 0
 
     @classmethod
     def from_record(cls, record: Any) -> "IncomingMessage":
-        """From a faust Message or an aiokafka ConsumerRecord (headers as pairs or a mapping)."""
+        """From an aiokafka ConsumerRecord (headers as pairs or a mapping; values bytes or text)."""
         raw_headers = record.headers or ()
         pairs = raw_headers.items() if isinstance(raw_headers, Mapping) else raw_headers
-        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)) for k, v in pairs}
-        return cls(record.topic, record.partition, record.offset, record.key, record.value, headers,
+        header_pairs = tuple((str(name), _as_bytes(value)) for name, value in pairs)
+        return cls(record.topic, record.partition, record.offset, record.key, record.value, header_pairs,
                    getattr(record, "timestamp", 0) or 0)
+
+    @classmethod
+    def with_headers(cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                     headers: Mapping[str, str]) -> "IncomingMessage":
+        """A message whose headers are given as text (tests, tools)."""
+        return cls(topic, partition, offset, key, value, tuple((k, v.encode()) for k, v in headers.items()))
+
+    @functools.cached_property
+    def headers(self) -> Mapping[str, str]:
+        return {name: value.decode("utf-8", "replace") for name, value in self.header_pairs if value is not None}
+
+    def header_count(self, name: str) -> int:
+        return sum(1 for found, _ in self.header_pairs if found == name)
 
     @property
     def key_text(self) -> str | None:
         return self.key.decode("utf-8", "replace") if self.key is not None else None
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,7 @@ class EventConsumer:
             envelope = decode_message(message)
         except EventDecodeError as error:
             await self.dead_letter(message, f"undecodable: {error}")
-            return self._count(event_type or "unknown", "dead_lettered")
+            return self._count(event_type if event_type in EVENT_TYPES else "unknown", "dead_lettered")
 
         error_text = ""
         for attempt in range(self.retry.attempts):
@@ -145,71 +159,53 @@ class EventConsumer:
     async def dead_letter(self, message: IncomingMessage, error: str) -> None:
         """Record `message` as a dead letter and publish it to events.deadletter through the outbox.
 
-        Retries until the database takes it: a dead letter is the last place an event can be kept."""
+        Retries until the database takes it: a dead letter is the last place an event can be
+        kept. A failure that is not transient falls back to a minimal dead letter (where and
+        why, nothing of the content); it never escapes."""
         attempt = 0
+        minimal = False
         while True:
             try:
-                await self._write_dead_letter(message, error)
+                async with self.uow.bare_transaction() as connection:
+                    where = dict(consumer=self.name, topic=message.topic, partition=message.partition,
+                                 offset=message.offset)
+                    if minimal:
+                        await dead_letter.insert_minimal(connection, **where, error=error)
+                    else:
+                        await dead_letter.insert(connection, **where, key=message.key, value=message.value,
+                                                 headers=message.header_pairs, error=error)
                 metrics.DEAD_LETTERS.labels(self.name, message.topic).inc()
-                log.error("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, error)
+                log.error("dead-lettered %s[%s]@%s%s: %s", message.topic, message.partition, message.offset,
+                          " (minimal)" if minimal else "", preview(error, dead_letter.ERROR_CHARS))
                 return
             except TransientError as failure:
                 log.warning("cannot write dead letter yet (%s); retrying", failure)
-                await asyncio.sleep(self.retry.delay(min(attempt, 8)) + 0.1)
-                attempt += 1
-
-    async def _write_dead_letter(self, message: IncomingMessage, error: str) -> None:
-        dead_letter_id = uuid.uuid4()
-        raw_value = message.value.decode("utf-8", "replace") if message.value is not None else None
-        headers = dict(message.headers)
-        async with self.uow.bare_transaction() as connection:
-            failed_at = await connection.fetchval(
-                _INSERT_DEAD_LETTER, dead_letter_id, self.name, message.topic, message.partition, message.offset,
-                message.key_text, json.dumps(headers), raw_value, error,
-            )
-            if failed_at is None:
-                return  # this very record was dead-lettered before
-            await write_outbox(
-                connection,
-                aggregate_type=DEADLETTER,
-                event_type=DEAD_LETTER_EVENT_TYPE,
-                payload={
-                    "dead_letter_id": str(dead_letter_id),
-                    "consumer": self.name,
-                    "topic": message.topic,
-                    "partition": message.partition,
-                    "offset": message.offset,
-                    "key": message.key_text,
-                    "headers": headers,
-                    "value": raw_value,
-                    "error": error,
-                    "at": failed_at.astimezone(timezone.utc).isoformat(),
-                },
-                saga_id=message.key_text or "",
-                causation_id=headers.get(Header.ID, ""),
-                traceparent=child_traceparent(headers.get(Header.TRACEPARENT)),
-            )
+            except Exception as failure:  # the content, or a bug: never let it stop the consumer
+                log.exception("cannot write the dead letter of %s[%s]@%s%s", message.topic, message.partition,
+                              message.offset, "" if minimal else "; writing a minimal one")
+                error = f"{error} (dead letter kept minimal: {type(failure).__name__})" if not minimal else error
+                minimal = True
+            await asyncio.sleep(self.retry.delay(min(attempt, 8)) + 0.1)
+            attempt += 1
 
     async def replay(self, dead_letter_id: uuid.UUID) -> str:
-        """Run a dead letter's stored message through the same path again (still deduplicated by the inbox).
+        """Run a dead letter's stored record through the same path again (still deduplicated by the inbox).
 
-        Returns the new outcome; a dead letter that fails again stays where it is. KeyError if unknown."""
+        Returns the new outcome; a dead letter that fails again stays where it is.
+        KeyError if unknown; EventDecodeError when the stored record is still not an event
+        (or only a minimal dead letter was kept); TransientError and handler errors pass."""
         async with self.uow.connection() as connection:
-            row = await connection.fetchrow(_SELECT_DEAD_LETTER, dead_letter_id)
-        if row is None:
+            stored = await dead_letter.load_for_replay(connection, dead_letter_id)
+        if stored is None:
             raise KeyError(str(dead_letter_id))
-        message = IncomingMessage(
-            topic=row["topic"],
-            partition=row["kafka_partition"],
-            offset=row["kafka_offset"],
-            key=row["message_key"].encode() if row["message_key"] is not None else None,
-            value=row["raw_value"].encode() if row["raw_value"] is not None else None,
-            headers=json.loads(row["headers"]),
-        )
+        if stored.minimal:
+            raise EventDecodeError("only where the record was is kept (a minimal dead letter): nothing to replay")
+        message = IncomingMessage(stored.topic, stored.partition, stored.offset, stored.key, stored.value,
+                                  tuple(stored.headers))
         envelope = decode_message(message)
         tx = await self.uow.handle(envelope, self.handlers)
         async with self.uow.connection() as connection:
-            await connection.execute(_MARK_REPLAYED, dead_letter_id)
+            await dead_letter.mark_replayed(connection, dead_letter_id)
         return "duplicate" if tx is not None and tx.duplicate else "handled"
 
     def _count(self, event_type: str, outcome: str) -> str:
@@ -220,17 +216,27 @@ class EventConsumer:
 def decode_message(message: IncomingMessage) -> Envelope:
     """The envelope of a message: event id from the `id` header, the event from the JSON value.
 
-    EventDecodeError when the id header is missing or not a UUID, the value is not a valid
-    event, or the eventType header contradicts the payload."""
+    EventDecodeError (one line) when the id header is missing, repeated or not a UUID, the
+    eventType header is repeated or contradicts the payload, or the value is not a valid
+    event — whatever the parser raised (deep nesting raises RecursionError, not ValueError)."""
+    for name in (Header.ID, Header.EVENT_TYPE):
+        if message.header_count(name) > 1:
+            raise EventDecodeError(f"header {name!r} appears {message.header_count(name)} times")
     raw_id = message.headers.get(Header.ID)
     try:
         event_id = uuid.UUID(raw_id or "")
     except ValueError:
-        raise EventDecodeError(f"header {Header.ID!r} is not an event id: {raw_id!r}") from None
+        raise EventDecodeError(f"header {Header.ID!r} is not an event id: {preview(raw_id, 80)!r}") from None
     if message.value is None:
         raise EventDecodeError("message has no value")
-    event = decode_event(message.value)
+    try:
+        event = decode_event(message.value)
+    except EventDecodeError:
+        raise
+    except Exception as error:  # RecursionError, MemoryError…: still only a record that is not an event
+        raise EventDecodeError(f"not an event ({type(error).__name__})") from None
     header_type = message.headers.get(Header.EVENT_TYPE)
     if header_type and header_type != event.event_type:
-        raise EventDecodeError(f"header eventType {header_type} contradicts payload event_type {event.event_type}")
+        raise EventDecodeError(f"header eventType {preview(header_type, 80)!r} contradicts payload "
+                               f"event_type {event.event_type}")
     return Envelope(event_id=event_id, event=event, traceparent=message.headers.get(Header.TRACEPARENT))

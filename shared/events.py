@@ -229,7 +229,9 @@ def decode_event(raw: bytes | bytearray | str | Mapping[str, Any]) -> Event:
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as error:
-            raise EventDecodeError(f"not JSON: {error}") from None
+            raise EventDecodeError(f"not JSON: {_cut(str(error))}") from None
+        except RecursionError:
+            raise EventDecodeError("not JSON: nested too deeply") from None
     else:
         data = raw
     if not isinstance(data, Mapping):
@@ -244,6 +246,12 @@ def decode_event(raw: bytes | bytearray | str | Mapping[str, Any]) -> Event:
         return _EVENT.validate_python(dict(data))
     except ValidationError as error:
         raise EventDecodeError(_one_line(event_type, error)) from None
+    except (RecursionError, ValueError, TypeError) as error:
+        raise EventDecodeError(f"{event_type}: {type(error).__name__}") from None
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def encode_event(event: Event) -> dict[str, Any]:
@@ -258,4 +266,4 @@ def _one_line(event_type: str, error: ValidationError) -> str:
     where = ".".join(str(part) for part in loc) or "payload"
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     message = " ".join(str(first["msg"]).split())
-    return f"invalid {event_type}: {where}: {message}{more}"
+    return _cut(f"invalid {event_type}: {where}: {message}{more}")

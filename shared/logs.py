@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import structlog
 
+from shared.safe_text import preview
 from shared.topics import Header
 from shared.tracing import trace_id_of
 
@@ -83,15 +84,25 @@ def _readable_order(logger: Any, method: str, event: dict[str, Any]) -> dict[str
     return {**first, **event}
 
 
+LOGGED_HEADER_CHARS = 100
+"""A header value is cut to this many characters in a log line: anyone can produce a record."""
+
+
+def _short(value: str | None) -> str | None:
+    """A header value fit for a log line: None when empty, cut, no NUL or control characters."""
+    return preview(value, LOGGED_HEADER_CHARS) if value else None
+
+
 def message_context(message: Any) -> dict[str, Any]:
     """What every log line about one Kafka message carries (an IncomingMessage: headers per
-    SPEC §2, key, coordinates). Empty headers become None; the saga id falls back to the key."""
+    SPEC §2, key, coordinates). Empty headers become None; the saga id falls back to the key;
+    values are cut to LOGGED_HEADER_CHARS."""
     headers: Mapping[str, str] = message.headers
     return {
-        "saga_id": headers.get(Header.SAGA_ID) or message.key_text or None,
-        "event_id": headers.get(Header.ID) or None,
-        "causation_id": headers.get(Header.CAUSATION_ID) or None,
-        "event_type": headers.get(Header.EVENT_TYPE) or None,
+        "saga_id": _short(headers.get(Header.SAGA_ID) or message.key_text),
+        "event_id": _short(headers.get(Header.ID)),
+        "causation_id": _short(headers.get(Header.CAUSATION_ID)),
+        "event_type": _short(headers.get(Header.EVENT_TYPE)),
         "trace_id": trace_id_of(headers.get(Header.TRACEPARENT)),
         "topic": message.topic,
         "partition": message.partition,

@@ -40,7 +40,22 @@ from shared.errors import TransientError
 from shared.events import Event, encode_event
 from shared.tracing import child_traceparent, new_traceparent
 
-__all__ = ["Envelope", "Transaction", "UnitOfWork", "TransientError", "Handler", "create_pool", "write_outbox"]
+__all__ = [
+    "Envelope", "Transaction", "UnitOfWork", "TransientError", "Handler", "create_pool", "write_outbox",
+    "OUTBOX_PAYLOAD_LIMIT", "OutboxRowTooLarge",
+]
+
+OUTBOX_PAYLOAD_LIMIT = 256 * 1024
+"""Bytes of JSON an outbox row's payload may hold. Connect's producer refuses a record over
+`max.request.size` (1 MiB by default) and the broker one over `message.max.bytes` (1 MiB); a row
+Connect cannot publish fails its connector and holds back every later row of that database, so a
+row is refused when it is written instead, with a quarter of the limit as the bound (Connect's
+JSON of the same payload is never longer than Python's, which escapes every non-ASCII character)."""
+
+
+class OutboxRowTooLarge(ValueError):
+    """An outbox payload over OUTBOX_PAYLOAD_LIMIT bytes: deterministic, never retried."""
+
 
 Handler = Callable[[Any, "Transaction"], Awaitable[None]]
 """A plain async function (event, tx) -> None."""
@@ -133,15 +148,22 @@ async def write_outbox(
     traceparent: str,
 ) -> uuid.UUID:
     """Insert one outbox row (key = aggregate_id = saga_id) and return its new id. The
-    caller owns the transaction; `Transaction.emit` is the way for catalog events."""
+    caller owns the transaction; `Transaction.emit` is the way for catalog events.
+
+    OutboxRowTooLarge when the payload's JSON is over OUTBOX_PAYLOAD_LIMIT bytes."""
     event_id = uuid.uuid4()
+    document = json.dumps(payload, separators=(",", ":"))
+    if len(document) > OUTBOX_PAYLOAD_LIMIT:
+        raise OutboxRowTooLarge(
+            f"{event_type} payload is {len(document)} bytes of JSON; an outbox row holds at most {OUTBOX_PAYLOAD_LIMIT}"
+        )
     await connection.execute(
         _INSERT_OUTBOX,
         event_id,
         aggregate_type,
         saga_id,
         event_type,
-        json.dumps(payload, separators=(",", ":")),
+        document,
         saga_id,
         causation_id,
         traceparent,

@@ -34,11 +34,17 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at);
 
--- dead_letters: a message this service could not handle (undecodable, or failing
---   after its retries). Written together with a DEAD_LETTER outbox row routed to
---   events.deadletter, so dead letters too leave only through the outbox. One row
---   per (consumer, topic, partition, offset): a redelivered poison message is
---   dead-lettered once. `saga dlq replay ID` runs the stored message again.
+-- dead_letters: a record this service could not handle (undecodable, invalid, or a
+--   handler that failed deterministically). Written together with a DEAD_LETTER
+--   outbox row routed to events.deadletter, so dead letters too leave only through
+--   the outbox. One row per (consumer, topic, partition, offset): a redelivered
+--   poison record is dead-lettered once. `saga dlq replay ID` runs the stored
+--   record again (shared/dead_letter.py).
+--   The record's own bytes live in bytea columns (key_bytes, value_bytes,
+--   header_names/header_values), each cut at a cap (`cut`), with the whole value's
+--   size and SHA-256; message_key, headers and raw_value hold previews only (valid
+--   UTF-8, no NUL, bounded), and headers is a JSON list of {"name", "value"}.
+--   A `minimal` dead letter keeps only where the record was and why it failed.
 CREATE TABLE IF NOT EXISTS dead_letters (
     id           uuid        PRIMARY KEY,
     consumer     text        NOT NULL,
@@ -53,6 +59,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replayed_at  timestamptz,
     UNIQUE (consumer, topic, kafka_partition, kafka_offset)
 );
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS key_bytes     bytea;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS value_bytes   bytea;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS header_names  bytea[];
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS header_values bytea[];
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS value_size    bigint;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS value_sha256  text;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS cut           boolean NOT NULL DEFAULT false;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS minimal       boolean NOT NULL DEFAULT false;
 
 -- debezium_heartbeat: Debezium's `heartbeat.action.query` inserts one row here
 --   every heartbeat. The table is in the connector's publication, so even while

@@ -37,7 +37,7 @@ def lines(buffer: io.StringIO) -> list[dict]:
 
 
 def message(**headers: str) -> IncomingMessage:
-    return IncomingMessage("events.payment", 2, 41, b"the-key", b"{}", headers)
+    return IncomingMessage.with_headers("events.payment", 2, 41, b"the-key", b"{}", headers)
 
 
 def test_stdlib_and_structlog_loggers_both_write_json_lines(stream):
