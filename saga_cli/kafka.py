@@ -5,6 +5,12 @@ partition of each topic: the one Kafka's default partitioner picks for the key,
 toPositive(murmur2(key)) % partitions. `read_key` reads only that partition of
 each topic, from a start offset (by time or the beginning) up to the end offsets
 captured when it started, so it always terminates.
+
+Any record decodes (`decode_record`): whatever its bytes, size or headers, the CLI
+shows it rather than fail. A value that is not JSON (invalid UTF-8, NUL bytes, nested
+deeper than MAX_JSON_DEPTH, larger than MAX_JSON_BYTES, or simply text) becomes its
+text, invalid bytes written as ``\\xNN``, cut to MAX_TEXT_CHARS; keys and header values
+likewise. Printing them on one line is `saga_cli.output.one_line`'s job.
 """
 from __future__ import annotations
 
@@ -33,6 +39,16 @@ TOPIC_SERVICES = {
 SAGA_TOPICS = tuple(TOPIC_SERVICES)
 READ_TIMEOUT_S = 30.0
 
+MAX_JSON_BYTES = 1 << 20
+"""A record value larger than this (1 MiB, Kafka's default largest message) is not parsed:
+it is shown as text (cut to MAX_TEXT_CHARS)."""
+MAX_JSON_DEPTH = 64
+"""A value whose JSON nests deeper than this is shown as text: no saga event nests beyond a
+few levels, and printing a deeper one again would exhaust Python's recursion limit."""
+MAX_TEXT_CHARS = 1000
+"""The most characters kept of a key, a header value, or a value that is not JSON; a longer
+one is cut and ends in "… (N bytes)"."""
+
 
 def partition_for_key(key: bytes, partition_count: int) -> int:
     """The partition Kafka's default partitioner (Java client) gives a keyed record."""
@@ -51,7 +67,17 @@ class KafkaEvent:
     timestamp_ms: int
     key: str | None
     headers: dict[str, str | None] = field(default_factory=dict)
+    """Each header name's last value (as Kafka's `lastHeader` and the services read them)."""
     value: Any = None
+    """The decoded JSON, or the text of a value that is not JSON (see the module doc)."""
+    header_pairs: tuple[tuple[str, str | None], ...] = ()
+    """Every header as it came, in order, duplicate and empty names included (empty when
+    the event was built from `headers` alone)."""
+
+    @property
+    def all_headers(self) -> tuple[tuple[str, str | None], ...]:
+        """`header_pairs`, or `headers` as pairs when the event was built without them."""
+        return self.header_pairs or tuple(self.headers.items())
 
     @property
     def service(self) -> str:
@@ -75,19 +101,28 @@ class KafkaEvent:
 
 
 def iso_time(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    """`epoch_ms` as UTC ISO-8601 with milliseconds ("2024-05-01T12:00:00.000Z"). A record's
+    timestamp is whatever its producer set: one outside the years 1–9999 is given as
+    "<epoch_ms> ms since the epoch" rather than fail."""
+    try:
+        moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch_ms} ms since the epoch"
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def decode_record(record: ConsumerRecord) -> KafkaEvent:
+    """`record` as the CLI shows it; never raises, whatever the record holds (module doc)."""
+    pairs = tuple((str(name), _header_text(value)) for name, value in record.headers or ())
     return KafkaEvent(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         timestamp_ms=record.timestamp,
-        key=None if record.key is None else record.key.decode("utf-8", errors="replace"),
-        headers={name: _header_text(value) for name, value in record.headers or ()},
+        key=None if record.key is None else _text(record.key),
+        headers=dict(pairs),
         value=_value(record.value),
+        header_pairs=pairs,
     )
 
 
@@ -212,26 +247,58 @@ async def kafka_consumer(*topics: str, **options: Any) -> AsyncIterator[AIOKafka
 
 
 def _header_text(value: bytes | None) -> str | None:
+    """A header value as text: a JSON-encoded string (JsonConverter headers) unquoted,
+    anything else as `_text` shows bytes."""
     if value is None:
         return None
-    text = value.decode("utf-8", errors="replace")
-    if len(text) >= 2 and text[0] == text[-1] == '"':  # a JSON-encoded string (JsonConverter headers)
+    if 2 <= len(value) <= MAX_TEXT_CHARS and value[:1] == value[-1:] == b'"':
         try:
-            decoded = json.loads(text)
-        except ValueError:
-            return text
-        return decoded if isinstance(decoded, str) else text
-    return text
+            decoded = json.loads(value.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
+            decoded = None
+        if isinstance(decoded, str):
+            return decoded
+    return _text(value)
 
 
 def _value(raw: bytes | None) -> Any:
+    """The record value: its JSON when it is JSON (UTF-8, at most MAX_JSON_BYTES, nested at
+    most MAX_JSON_DEPTH deep), else its text as `_text` shows it."""
     if raw is None:
         return None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    if len(raw) <= MAX_JSON_BYTES:
+        try:
+            decoded = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep to parse
+            pass
+        else:
+            if not _nested_deeper_than(decoded, MAX_JSON_DEPTH):
+                return decoded
+    return _text(raw)
+
+
+def _text(raw: bytes) -> str:
+    """`raw` as UTF-8 text, each invalid byte written as \\xNN, cut to MAX_TEXT_CHARS
+    ("… (N bytes)" after a cut). Control characters stay: `output.one_line` escapes them."""
+    text = raw[: MAX_TEXT_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    if len(text) > MAX_TEXT_CHARS or len(raw) > MAX_TEXT_CHARS * 4:
+        return f"{text[:MAX_TEXT_CHARS]}… ({len(raw)} bytes)"
+    return text
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """True when `value` (decoded JSON) has lists or objects nested more than `limit` deep."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        if not any(isinstance(item, (list, dict)) for item in level):
+            return False
+        level = [
+            child
+            for item in level
+            if isinstance(item, (list, dict))
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return True
 
 
 def _field(value: Any, name: str) -> str | None:

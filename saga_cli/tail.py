@@ -20,12 +20,18 @@ from saga_cli.kafka import (
     partition_for_key,
     partitions_by_topic,
 )
-from saga_cli.output import console
+from saga_cli.output import TEXT_CHARS, console, one_line
 from saga_cli.timeline import COMPENSATIONS
 
 POLL_MS = 1000
 # Debezium's own diagnostic headers (connector name, task, run id): noise next to the saga's headers.
 DEBEZIUM_CONTEXT = "__debezium.context."
+
+PAYLOAD_CHARS = 2000
+"""The most characters of a JSON payload on a line (a saga event's takes a few hundred)."""
+MAX_HEADERS_SHOWN = 20
+"""Headers shown per line; more are summed up as "(+N headers)"."""
+EMPTY_NAME = '""'
 
 
 def tail(
@@ -98,17 +104,34 @@ def is_wanted(event: KafkaEvent, saga_id: str | None, event_type: str | None) ->
 
 
 def format_line(event: KafkaEvent) -> Text:
-    """time topic[partition]@offset key=… header=… payload, on one line."""
-    clock = datetime.fromtimestamp(event.timestamp_ms / 1000).strftime("%H:%M:%S.%f")[:-3]
-    line = Text(f"{clock} {event.topic}[{event.partition}]@{event.offset} ", style="dim")
-    line.append(f"{event.event_type or '?'} ", style="yellow" if event.event_type in COMPENSATIONS else "bold")
-    line.append(f"key={event.key}")
-    for name, value in event.headers.items():
-        if name != "eventType" and not name.startswith(DEBEZIUM_CONTEXT):
-            line.append(f" {name}={'' if value is None else value}")
-    payload = event.value if isinstance(event.value, str) else json.dumps(event.value, separators=(",", ":"))
-    line.append(f" {payload}", style="dim")
+    """time topic[partition]@offset EVENT_TYPE key=… header=… payload, on one line whatever
+    the record holds: every header as it came (duplicates too; an empty name shows as ""),
+    each part cut and escaped (TEXT_CHARS, PAYLOAD_CHARS, MAX_HEADERS_SHOWN)."""
+    line = Text(f"{_clock(event.timestamp_ms)} {event.topic}[{event.partition}]@{event.offset} ", style="dim")
+    event_type = one_line(event.event_type or "?", TEXT_CHARS)
+    line.append(f"{event_type} ", style="yellow" if event.event_type in COMPENSATIONS else "bold")
+    line.append(f"key={one_line(event.key or '', TEXT_CHARS) if event.key is not None else None}")
+    shown = [(name, value) for name, value in event.all_headers if name != "eventType" and not name.startswith(DEBEZIUM_CONTEXT)]
+    for name, value in shown[:MAX_HEADERS_SHOWN]:
+        line.append(f" {one_line(name, TEXT_CHARS) or EMPTY_NAME}={one_line(value or '', TEXT_CHARS)}")
+    if len(shown) > MAX_HEADERS_SHOWN:
+        line.append(f" (+{len(shown) - MAX_HEADERS_SHOWN} headers)")
+    line.append(f" {_payload(event.value)}", style="dim")
     return line
+
+
+def _payload(value: object) -> str:
+    if isinstance(value, str):  # text that is not JSON (kafka.decode_record)
+        return one_line(value, TEXT_CHARS)
+    return one_line(json.dumps(value, separators=(",", ":")), PAYLOAD_CHARS)
+
+
+def _clock(epoch_ms: int) -> str:
+    """Local time of day with milliseconds; a timestamp no clock can show is given in ms."""
+    try:
+        return datetime.fromtimestamp(epoch_ms / 1000).strftime("%H:%M:%S.%f")[:-3]
+    except (OverflowError, OSError, ValueError):
+        return f"@{epoch_ms}ms"
 
 
 def _known(existing: dict[str, list[int]]) -> str:

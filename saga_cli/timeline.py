@@ -73,10 +73,10 @@ def build_timeline(events: Iterable[KafkaEvent]) -> list[Step]:
                 since_start_ms=event.timestamp_ms - start_ms,
                 hop_ms=None if cause is None else event.timestamp_ms - cause.timestamp_ms,
                 caused_by=None if cause is None else cause.event_type,
-                duplicate=event.event_id is not None and event.event_id in seen,
+                duplicate=bool(event.event_id) and event.event_id in seen,
             )
         )
-        if event.event_id is not None:
+        if event.event_id:
             seen.add(event.event_id)
     return steps
 
@@ -92,27 +92,32 @@ def outcome(steps: list[Step]) -> str:
 def _first_copy_by_event_id(events: list[KafkaEvent]) -> dict[str, KafkaEvent]:
     first: dict[str, KafkaEvent] = {}
     for event in sorted(events, key=lambda event: (event.timestamp_ms, *_position(event))):
-        if event.event_id is not None:
+        if event.event_id:  # an empty id names no event: nothing is caused by it
             first.setdefault(event.event_id, event)
     return first
 
 
 def _causation_depths(events: list[KafkaEvent], by_id: dict[str, KafkaEvent]) -> dict[tuple[str, int, int], int]:
-    """How many known ancestors each event has (0 for ORDER_CREATED or an event whose cause we did not read)."""
+    """How many known ancestors each event has (0 for ORDER_CREATED or an event whose cause we
+    did not read). Walks each chain in a loop, not by recursion: records are whatever anyone
+    published, so a chain may be thousands of events long, or (corrupt) a cycle."""
     depths: dict[tuple[str, int, int], int] = {}
-
-    def depth(event: KafkaEvent, visiting: frozenset[str]) -> int:
-        place = _place(event)
-        if place not in depths:
-            cause = by_id.get(event.causation_id or "")
-            if cause is None or (cause.event_id or "") in visiting:  # no cause, or a (corrupt) cycle
-                depths[place] = 0
-            else:
-                depths[place] = 1 + depth(cause, visiting | {event.event_id or ""})
-        return depths[place]
-
     for event in events:
-        depth(event, frozenset())
+        unknown: list[KafkaEvent] = []  # each caused by the next, depths not known yet
+        on_chain: set[str] = set()
+        current = event
+        while _place(current) not in depths:
+            unknown.append(current)
+            on_chain.add(current.event_id or "")
+            cause = by_id.get(current.causation_id or "")
+            if cause is None or (cause.event_id or "") in on_chain:  # no cause, or a cycle
+                depths[_place(unknown.pop())] = 0
+                break
+            current = cause
+        depth = depths[_place(current)]
+        for known in reversed(unknown):
+            depth += 1
+            depths[_place(known)] = depth
     return depths
 
 

@@ -17,12 +17,16 @@ from rich.text import Text
 from saga_cli.errors import CliError
 from saga_cli.kafka import SAGA_TOPICS, KafkaEvent, iso_time, kafka_consumer, partitions_by_topic, read_key
 from saga_cli.orders import fetch_order
-from saga_cli.output import cell, console, print_json
+from saga_cli.output import cell, console, one_line, print_json
 from saga_cli.parsing import parse_required_text, parse_since
 from saga_cli.timeline import Step, build_timeline, outcome
 
 # Records may carry a timestamp a little before the order row's created_at (clocks, rounding).
 START_MARGIN_MS = 5_000
+
+EVENT_CHARS = 60
+"""The most characters of the event column's type and of the failure detail under it (the
+longest event type has 25): a record holds whatever anyone wrote, the table stays readable."""
 
 
 def trace(
@@ -105,7 +109,7 @@ def _print_timeline(order_id: str, steps: list[Step]) -> None:
             cell(None if step.hop_ms is None else _duration(step.hop_ms)),
         ]
         if wide:
-            row += [cell(f"{event.topic}[{event.partition}]@{event.offset}"), cell((event.event_id or "")[:8])]
+            row += [cell(f"{event.topic}[{event.partition}]@{event.offset}"), cell(one_line((event.event_id or "")[:8], 8))]
         table.add_row(*row)
     out.print(heading)
     out.print(table)
@@ -119,10 +123,11 @@ EVENT_STYLES = {"ORDER_CONFIRMED": "bold green", "ORDER_CANCELLED": "bold red"}
 
 
 def _event_cell(step: Step) -> Text:
-    """The event type (↺ for a compensation), and what its payload says went wrong on a second line."""
+    """The event type (↺ for a compensation), and what its payload says went wrong on a second
+    line; each cut to EVENT_CHARS, unprintable characters escaped."""
     name = step.event.event_type or "?"
     text = Text("↺ " if step.compensation else "  ")
-    text.append(name, style=EVENT_STYLES.get(name, "yellow" if step.compensation else ""))
+    text.append(one_line(name, EVENT_CHARS), style=EVENT_STYLES.get(name, "yellow" if step.compensation else ""))
     if step.duplicate:
         text.append(" (duplicate)", style="dim")
     detail = _detail(step.event.value)
@@ -135,11 +140,12 @@ def _detail(payload: Any) -> str:
     if not isinstance(payload, dict):
         return ""
     parts = [str(payload["reason"])] if payload.get("reason") else []
-    if payload.get("skus"):
-        parts.append(", ".join(str(sku) for sku in payload["skus"]))
+    skus = payload.get("skus")
+    if skus:
+        parts.append(", ".join(str(sku) for sku in skus) if isinstance(skus, list) else str(skus))
     if payload.get("error"):
-        parts.append(str(payload["error"])[:60])
-    return " ".join(parts)
+        parts.append(one_line(str(payload["error"]), 60))
+    return one_line(" ".join(parts), EVENT_CHARS)
 
 
 def _duration(ms: int) -> str:

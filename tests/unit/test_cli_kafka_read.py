@@ -1,6 +1,7 @@
 """`read_key` (behind `saga trace`): the key's partition only, from a time, up to the end seen at start."""
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -8,7 +9,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 
 from saga_cli.errors import CliError
-from saga_cli.kafka import partition_for_key, read_key
+from saga_cli.kafka import MAX_JSON_DEPTH, MAX_TEXT_CHARS, decode_record, partition_for_key, read_key
 
 pytestmark = pytest.mark.unit
 
@@ -153,3 +154,90 @@ async def test_headers_and_value_are_decoded() -> None:
     assert event.value == {"order_id": "x"}
     assert event.service == "order_svc"
     assert event.causation_id is None
+
+
+# --- any record decodes: whatever its bytes, size or headers ----------------------------------
+
+def raw_record(value: bytes | None, headers=(), key: bytes | None = b"k-1", timestamp: int = 1_714_564_800_000) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic="events.order", partition=0, offset=7, timestamp=timestamp, timestamp_type=0, key=key, value=value,
+        checksum=None, serialized_key_size=len(key or b""), serialized_value_size=len(value or b""), headers=list(headers),
+    )
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+HOSTILE_VALUES = {
+    # name: (value bytes, what the text starts with)
+    "100,000 '['": (b"[" * 100_000, "[[[["),
+    "NUL bytes": (b"a\x00b\x00", "a\x00b\x00"),
+    "invalid UTF-8": (b"\xff\xfe{\x80}", "\\xff\\xfe{\\x80}"),
+    "a 5 MB value": (b"x" * 5_000_000, "xxxx"),
+    "5 MB of valid JSON": (b'"' + b"y" * 5_000_000 + b'"', '"yyy'),
+    "JSON nested too deep": (nested(MAX_JSON_DEPTH + 1), "[[[["),
+    "not JSON": (b"hello\nworld", "hello\nworld"),
+    "NaN-looking junk": (b"{\"a\": NaNx}", '{"a": NaNx}'),
+}
+
+
+@pytest.mark.parametrize("value, starts", HOSTILE_VALUES.values(), ids=HOSTILE_VALUES.keys())
+def test_a_value_that_is_not_json_is_its_text_cut_to_a_bounded_length(value: bytes, starts: str) -> None:
+    event = decode_record(raw_record(value))
+
+    assert isinstance(event.value, str)
+    assert event.value.startswith(starts)
+    assert len(event.value) <= MAX_TEXT_CHARS + len(f"… ({len(value)} bytes)")
+    if len(value) > MAX_TEXT_CHARS * 4:
+        assert event.value.endswith(f"… ({len(value)} bytes)")
+
+
+def test_json_is_decoded_up_to_the_depth_limit_and_nul_escapes_stay_data() -> None:
+    assert decode_record(raw_record(nested(MAX_JSON_DEPTH))).value is not None
+    assert isinstance(decode_record(raw_record(nested(MAX_JSON_DEPTH))).value, list)
+    assert decode_record(raw_record(b'{"sku": "A\\u0000", "q": "\\ud800"}')).value == {"sku": "A\x00", "q": "\ud800"}
+    assert decode_record(raw_record(None)).value is None
+    assert decode_record(raw_record(b"")).value == ""
+
+
+def test_duplicate_and_empty_header_names_are_all_kept_and_the_last_value_counts() -> None:
+    headers = [("eventType", b"ORDER_CREATED"), ("eventType", b"PAYMENT_REFUNDED"), ("", b"empty name"), ("id", None)]
+
+    event = decode_record(raw_record(b"{}", headers))
+
+    assert event.header_pairs == (("eventType", "ORDER_CREATED"), ("eventType", "PAYMENT_REFUNDED"), ("", "empty name"), ("id", None))
+    assert event.headers == {"eventType": "PAYMENT_REFUNDED", "": "empty name", "id": None}
+    assert event.event_type == "PAYMENT_REFUNDED"  # as the services read it: the last value
+    assert event.event_id is None
+
+
+def test_header_values_and_keys_of_any_bytes_are_bounded_text() -> None:
+    headers = [("id", b"\xff\x00\n"), ("traceparent", b"t" * 100_000), ("causationId", b'"\xff"'), ("sagaId", b'"quoted"')]
+
+    event = decode_record(raw_record(b"{}", headers, key=b"\xc3(" + b"k" * 100_000))
+
+    assert event.headers["id"] == "\\xff\x00\n"
+    assert event.headers["traceparent"].endswith("… (100000 bytes)") and len(event.headers["traceparent"]) < MAX_TEXT_CHARS + 20
+    assert event.headers["causationId"] == '"\\xff"'
+    assert event.headers["sagaId"] == "quoted"  # a JSON-encoded string header is unquoted
+    assert event.key.startswith("\\xc3(kkk") and event.key.endswith("… (100002 bytes)")
+
+
+@pytest.mark.parametrize("timestamp", [9_000_000_000_000_000, -62_135_596_800_001, 2**63 - 1])
+def test_a_timestamp_no_calendar_can_show_is_given_in_ms(timestamp: int) -> None:
+    event = decode_record(raw_record(b"{}", timestamp=timestamp))
+
+    assert event.at == f"{timestamp} ms since the epoch"
+
+
+async def test_a_poison_record_among_a_sagas_records_is_read_like_the_others() -> None:
+    order_id = str(uuid.uuid4())
+    log = log_with(order_id, order_id)
+    partition = saga_partition("events.order", order_id)
+    log[partition][3] = dataclasses.replace(log[partition][3], value=b"[" * 100_000, headers=[("", b"\xff")] * 3)
+
+    events = await read_key(FakeConsumer(log), order_id, {"events.order": [0, 1, 2]})
+
+    assert [event.offset for event in events] == list(range(6))
+    assert events[3].value.startswith("[[[[") and events[3].header_pairs == (("", "\\xff"),) * 3

@@ -165,3 +165,25 @@ def test_json_has_the_spec_keys_per_event() -> None:
 
 def test_no_events_make_no_timeline() -> None:
     assert build_timeline([]) == []
+
+
+def test_a_chain_far_longer_than_the_recursion_limit_is_ordered() -> None:
+    saga = Saga()
+    for n in range(5_000):
+        saga.emit("INVENTORY_RESERVED" if n % 2 else "ORDER_CREATED", 1_000)
+
+    steps = build_timeline(shuffled(saga.events))
+
+    assert [step.event for step in steps] == saga.events
+
+
+def test_an_empty_event_id_names_no_cause() -> None:
+    saga = Saga()
+    saga.emit("ORDER_CREATED", 1_000)
+    blank = KafkaEvent(topic="events.order", partition=1, offset=9, timestamp_ms=1_000, key=saga.order_id,
+                       headers={"id": "", "causationId": ""}, value={"event_type": "X", "event_id": ""})
+
+    steps = build_timeline([blank, *saga.events])
+
+    assert [step.hop_ms for step in steps] == [None, None]
+    assert not any(step.duplicate for step in steps)

@@ -6,10 +6,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from cli_support import FakeService, assert_one_line_error, closed_port, run_saga, serve
 from saga_cli import trace as trace_module
-from saga_cli.kafka import KafkaEvent
+from saga_cli.kafka import KafkaEvent, decode_record
+from saga_cli.trace import EVENT_CHARS
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +127,55 @@ def test_an_unknown_saga_is_one_line(order_svc, topics: FakeTopics, capsys) -> N
     outcome = run_saga(capsys, "trace", "no-such-order")
 
     assert_one_line_error(outcome, "no events for order no-such-order on events.order, events.inventory, events.payment")
+
+
+# --- records that cannot be read are shown, bounded, never a traceback ----------------------------
+
+def poison(order_id: str, offset: int, value: bytes, headers=(), timestamp: int = 1_714_564_800_060) -> KafkaEvent:
+    return decode_record(ConsumerRecord(
+        topic="events.inventory", partition=0, offset=offset, timestamp=timestamp, timestamp_type=0, key=order_id.encode(),
+        value=value, checksum=None, serialized_key_size=0, serialized_value_size=len(value), headers=list(headers),
+    ))
+
+
+def poisoned_saga(order_id: str) -> list[KafkaEvent]:
+    return saga_events(order_id) + [
+        poison(order_id, 10, b"[" * 100_000),
+        poison(order_id, 11, b"\x00\xff" * 3_000_000, [("eventType", b""), ("eventType", b"\x1b[31mRED\n" * 1000)]),
+        poison(order_id, 12, b'{"reason": "' + b"r" * 100_000 + b'\\n", "skus": 5, "error": "\\u0000\\ud800"}',
+               [("eventType", b"PAYMENT_FAILED"), ("", b""), ("id", b"\xff"), ("causationId", b"\xff")]),
+        poison(order_id, 13, b"{}", [("eventType", b"ORDER_CREATED")], timestamp=2**62),
+    ]
+
+
+def test_json_shows_records_it_cannot_read_as_bounded_text(order_svc, topics: FakeTopics, capsys) -> None:
+    order_id = str(uuid.uuid4())
+    topics.events = poisoned_saga(order_id)
+
+    outcome = run_saga(capsys, "trace", order_id, "--json")
+
+    assert (outcome.exit_code, outcome.stderr) == (0, "")
+    events = json.loads(outcome.stdout)["events"]
+    assert len(events) == 5 + 4
+    by_offset = {(e["topic"], e["offset"]): e for e in events}
+    assert by_offset["events.inventory", 10]["payload"].startswith("[[[[")
+    assert by_offset["events.inventory", 11]["payload"].endswith("… (6000000 bytes)")
+    assert len(by_offset["events.inventory", 11]["event_type"]) < 1100
+    assert by_offset["events.inventory", 12]["payload"]["error"] == "\x00\ud800"
+    assert by_offset["events.inventory", 13]["at"] == f"{2**62} ms since the epoch"
+    assert len(outcome.stdout) < 200_000
+
+
+def test_the_table_shows_records_it_cannot_read_on_bounded_printable_lines(order_svc, topics: FakeTopics, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    order_id = str(uuid.uuid4())
+    topics.events = poisoned_saga(order_id)
+
+    outcome = run_saga(capsys, "trace", order_id)
+
+    assert (outcome.exit_code, outcome.stderr) == (0, "")
+    lines = outcome.stdout.splitlines()
+    assert all(line.isprintable() for line in lines), [line for line in lines if not line.isprintable()][:3]
+    assert all(len(line) <= 200 for line in lines), max(len(line) for line in lines)
+    assert "\\x1b[31mRED\\n" in outcome.stdout and "\x1b" not in outcome.stdout
+    assert " " + "r" * (EVENT_CHARS - 1) + "…" in outcome.stdout  # the failure detail, cut
