@@ -156,14 +156,13 @@ class EventConsumer:
         await self.dead_letter(message, error_text)
         return self._count(event_type, "dead_lettered")
 
-    async def dead_letter(self, message: IncomingMessage, error: str) -> None:
+    async def dead_letter(self, message: IncomingMessage, error: str, *, minimal: bool = False) -> None:
         """Record `message` as a dead letter and publish it to events.deadletter through the outbox.
 
         Retries until the database takes it: a dead letter is the last place an event can be
         kept. A failure that is not transient falls back to a minimal dead letter (where and
-        why, nothing of the content); it never escapes."""
+        why, nothing of the content; `minimal` asks for one at once); it never escapes."""
         attempt = 0
-        minimal = False
         while True:
             try:
                 async with self.uow.bare_transaction() as connection:

@@ -18,6 +18,14 @@ Invariants:
     committed offset, here or in another member.
   * One consumer group per service (its name), the same group faust used, so its
     committed offsets carry over.
+  * A record the client itself cannot parse (aiokafka raises inside `getmany`, e.g. for
+    a header name that is not UTF-8, which Kafka's protocol forbids but a broker stores)
+    stops nothing: every partition goes back to its first record not yet taken (a failed
+    `getmany` may have moved positions past records it did not return), the partitions
+    are read one record at a time until the unreadable one is found, and it is handed on
+    as an `UnreadableRecord` (dead-lettered with where and why, acked in order). A record
+    batch comes from one producer, so what else that producer put in the same batch
+    after it is unreadable too and is dead-lettered the same way.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -34,16 +43,37 @@ from mode import Service
 
 from shared.acks import OrderedAcks
 from shared.dispatch import KeyedDispatcher
+from shared.safe_text import preview
 
-__all__ = ["EventStream"]
+__all__ = ["EventStream", "UnreadableRecord"]
 
 log = logging.getLogger(__name__)
 
-Handle = Callable[[ConsumerRecord], Awaitable[None]]
+Handle = Callable[["ConsumerRecord | UnreadableRecord"], Awaitable[None]]
 """Settles one record durably; returns normally (it exits the process on a bug)."""
+
+CAREFUL_READS_PER_PARTITION = 100
+"""After an unreadable record, how many records each partition is read one at a time before
+fetching in batches again (the unreadable one is found within them, or the next batch fetch
+fails again and another careful pass follows)."""
 
 STOP_DRAIN_SECONDS = 15.0
 """On shutdown, how long the records in flight get to finish before the consumer leaves anyway."""
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """Where a record the Kafka client could not parse sits, and the client's error: what the
+    handler gets instead of a ConsumerRecord (no key, value or headers could be read)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: str
+    key: None = None
+    value: None = None
+    headers: tuple = ()
+    timestamp: int = 0
 
 
 class EventStream(Service):
@@ -85,6 +115,7 @@ class EventStream(Service):
         self._generation = 0  # +1 on every revocation: a batch fetched before it is stale
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit
         self._committed: dict[TopicPartition, int] = {}
+        self._taken: dict[TopicPartition, int] = {}  # next offset not yet taken from the client
         self._tasks: list[asyncio.Future] = []
 
     # --- what /health asks ---------------------------------------------------------------
@@ -141,11 +172,61 @@ class EventStream(Service):
                 log.warning("fetch failed (%s); retrying", error)
                 await asyncio.sleep(0.5)
                 continue
+            except Exception as error:  # a record the client cannot parse: find it, hand it on, go on
+                await self._read_carefully(consumer, error)
+                continue
             generation = self._generation
             for tp, records in batches.items():
                 for record in records:
-                    admit = partial(self._admit, generation, tp, record)
-                    await self._dispatcher.submit(record.key, partial(self._settle, tp, record), admit=admit)
+                    await self._submit(generation, tp, record)
+
+    async def _submit(self, generation: int, tp: TopicPartition, record: ConsumerRecord | UnreadableRecord) -> None:
+        if generation == self._generation:
+            self._taken[tp] = record.offset + 1
+        admit = partial(self._admit, generation, tp, record)
+        await self._dispatcher.submit(record.key, partial(self._settle, tp, record), admit=admit)
+
+    async def _read_carefully(self, consumer: AIOKafkaConsumer, error: Exception) -> None:
+        """After `getmany` failed on a record it could not parse: rewind, then read each partition
+        one record at a time; the record that fails alone is handed on as an UnreadableRecord
+        and its partition moves one past it."""
+        log.warning("a fetched record could not be parsed (%s: %s); reading one record at a time to find it",
+                    type(error).__name__, preview(str(error), 200))
+        generation = self._generation
+        await self._rewind(consumer)
+        for tp in sorted(self._assigned):
+            for _ in range(CAREFUL_READS_PER_PARTITION):
+                if generation != self._generation or tp not in self._assigned or self.should_stop:
+                    return
+                try:
+                    batch = await consumer.getmany(tp, timeout_ms=200, max_records=1)
+                except KafkaError:
+                    return  # the normal loop deals with the broker
+                except Exception as unreadable:
+                    offset = await consumer.position(tp)
+                    reason = f"the Kafka client cannot parse this record ({type(unreadable).__name__}: {unreadable})"
+                    log.error("unreadable record at %s[%s]@%s: %s", tp.topic, tp.partition, offset,
+                              preview(reason, 300))
+                    await self._submit(generation, tp, UnreadableRecord(tp.topic, tp.partition, offset, reason))
+                    consumer.seek(tp, offset + 1)
+                    continue
+                records = batch.get(tp, [])
+                if not records:
+                    break
+                for record in records:
+                    await self._submit(generation, tp, record)
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Put every assigned partition back at the first record not yet taken from the client."""
+        for tp in self._assigned:
+            if tp in self._taken:
+                consumer.seek(tp, self._taken[tp])
+                continue
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
 
     def _admit(self, generation: int, tp: TopicPartition, record: ConsumerRecord) -> bool:
         """Whether `record` may start now: its partition is still ours since it was fetched."""
@@ -188,6 +269,7 @@ class EventStream(Service):
             self._assigned.discard(tp)
             self._positions.pop(tp, None)
             self._committed.pop(tp, None)
+            self._taken.pop(tp, None)
             self._acks.forget(tp)
 
     def _assigned_now(self, assigned: set[TopicPartition]) -> None:

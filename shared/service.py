@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from shared import logs, metrics, replication, retention
 from shared.consumer import EventConsumer, IncomingMessage
-from shared.kafka_consumer import EventStream
+from shared.kafka_consumer import EventStream, UnreadableRecord
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
 from shared.uow import Envelope, Handler, Transaction, UnitOfWork, create_pool
@@ -151,6 +151,10 @@ class ServiceRuntime:
         if self._consumer is None:
             self._consumer = await self._until_connected(self.consumer)
         started = time.perf_counter()
+        if isinstance(record, UnreadableRecord):
+            await self._consumer.dead_letter(IncomingMessage(record.topic, record.partition, record.offset, None, None),
+                                             record.error, minimal=True)
+            return
         try:
             message = IncomingMessage.from_record(record)
             with structlog.contextvars.bound_contextvars(**logs.message_context(message)):
