@@ -231,3 +231,11 @@ def test_occurred_at_keeps_its_instant_in_any_zone():
     at = datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
     event = OrderConfirmed(order_id=ORDER_ID, occurred_at=at)
     assert decode_event(json.dumps(encode_event(event))).occurred_at == at
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 50_000, b"\x00", b"\xff\xfe", b'"' * 600_000, b"", b"{}"])
+def test_decode_event_turns_any_bytes_into_one_decode_error(raw) -> None:
+    """Deep nesting raises RecursionError in the parser, not ValueError: still one EventDecodeError."""
+    with pytest.raises(EventDecodeError) as caught:
+        decode_event(raw)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) <= 400
