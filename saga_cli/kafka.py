@@ -144,8 +144,70 @@ class Consumer(Protocol):
     async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
     async def offsets_for_times(self, timestamps: dict[TopicPartition, int]) -> dict[TopicPartition, Any]: ...
     def seek(self, partition: TopicPartition, offset: int) -> None: ...
-    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0) -> dict[TopicPartition, list[ConsumerRecord]]: ...
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]: ...
     async def position(self, partition: TopicPartition) -> int: ...
+
+
+CAREFUL_READS = 100
+"""After a fetch failed on a record the client cannot parse: records read one at a time per
+partition (the unreadable one among them) before fetching in batches again."""
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A record the Kafka client could not parse (e.g. a header name that is not UTF-8, which
+    the protocol forbids but a broker stores): where it sits and the client's error. It has
+    the attributes `decode_record` reads, and shows as the text of its error."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: str
+    key: None = None
+    headers: tuple = ()
+    timestamp: int = 0
+
+    @property
+    def value(self) -> bytes:
+        return f"unreadable record ({self.error})".encode()
+
+
+async def fetch(
+    consumer: Consumer, partitions: Sequence[TopicPartition], timeout_ms: int
+) -> dict[TopicPartition, list[ConsumerRecord | UnreadableRecord]]:
+    """`consumer.getmany(*partitions)` that never fails on a record the client cannot parse.
+
+    When aiokafka raises while parsing (anything but a KafkaError, which passes), each
+    partition goes back to where it was and is read one record at a time; the record that
+    fails alone comes back as an UnreadableRecord and its partition moves one past it
+    (what else its producer put in the same record batch after it is unreadable too)."""
+    before = {partition: await consumer.position(partition) for partition in partitions}
+    try:
+        return await consumer.getmany(*partitions, timeout_ms=timeout_ms)
+    except KafkaError:
+        raise
+    except Exception:  # a record aiokafka cannot parse: find it below
+        pass
+    found: dict[TopicPartition, list[ConsumerRecord | UnreadableRecord]] = {}
+    for partition in partitions:
+        consumer.seek(partition, before[partition])
+        taken = found.setdefault(partition, [])
+        while len(taken) < CAREFUL_READS:
+            try:
+                batch = await consumer.getmany(partition, timeout_ms=200, max_records=1)
+            except KafkaError:
+                raise
+            except Exception as error:
+                offset = await consumer.position(partition)
+                taken.append(UnreadableRecord(partition.topic, partition.partition, offset,
+                                              _text(f"{type(error).__name__}: {error}".encode())))
+                consumer.seek(partition, offset + 1)
+                continue
+            if not batch.get(partition):
+                break
+            taken.extend(batch[partition])
+    return {partition: records for partition, records in found.items() if records}
 
 
 async def read_key(
@@ -194,7 +256,7 @@ async def read_range(
         if remaining <= 0:
             late = ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(pending))
             raise CliError(f"Kafka at {kafka_bootstrap()} did not deliver {late} up to its end within {timeout_s:g}s")
-        batches = await consumer.getmany(*pending, timeout_ms=int(min(remaining, 1.0) * 1000))
+        batches = await fetch(consumer, sorted(pending), timeout_ms=int(min(remaining, 1.0) * 1000))
         for partition, records in batches.items():
             events.extend(decode_record(record) for record in records if record.offset < end[partition] and keep(record))
         for partition in list(pending):

@@ -16,6 +16,7 @@ from saga_cli.kafka import (
     SAGA_TOPICS,
     KafkaEvent,
     decode_record,
+    fetch,
     kafka_consumer,
     partition_for_key,
     partitions_by_topic,
@@ -89,7 +90,7 @@ def _partitions_to_follow(
 
 async def _print_forever(consumer: AIOKafkaConsumer, out: Console, saga_id: str | None, event_type: str | None) -> None:
     while True:
-        batches = await consumer.getmany(timeout_ms=POLL_MS)
+        batches = await fetch(consumer, sorted(consumer.assignment()), timeout_ms=POLL_MS)
         records = sorted((record for batch in batches.values() for record in batch), key=lambda r: r.timestamp)
         for record in records:
             event = decode_record(record)

@@ -9,7 +9,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 
 from saga_cli.errors import CliError
-from saga_cli.kafka import MAX_JSON_DEPTH, MAX_TEXT_CHARS, decode_record, partition_for_key, read_key
+from saga_cli.kafka import MAX_JSON_DEPTH, MAX_TEXT_CHARS, decode_record, partition_for_key, read_key, read_range
 
 pytestmark = pytest.mark.unit
 
@@ -22,6 +22,10 @@ def record(topic: str, partition: int, offset: int, key: str, timestamp: int, ev
         key=key.encode(), value=b'{"order_id": "x"}', checksum=None, serialized_key_size=len(key),
         serialized_value_size=17, headers=[("id", str(uuid.uuid4()).encode()), ("eventType", event_type.encode())],
     )
+
+
+UNPARSEABLE = object()
+"""Stands in the fake log for a record the client's parser raises on."""
 
 
 class FakeConsumer:
@@ -54,14 +58,18 @@ class FakeConsumer:
     def seek(self, partition, offset):
         self.positions[partition] = offset
 
-    async def getmany(self, *partitions, timeout_ms=0):
+    async def getmany(self, *partitions, timeout_ms=0, max_records=None):
         if self.fetches == 0:
             self.on_first_fetch()
         self.fetches += 1
         out = {}
         for p in partitions:
             start = self.positions[p]
-            records = self.log.get(p, [])[start:start + self.batch]
+            records = self.log.get(p, [])[start:start + (max_records or self.batch)]
+            if any(record is UNPARSEABLE for record in records):
+                # as aiokafka's parser does: the call fails, the partitions drained before it
+                # in this call have moved on (their records lost to the caller), this one has not
+                raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
             if records:
                 out[p] = records
                 self.positions[p] = start + len(records)
@@ -241,3 +249,20 @@ async def test_a_poison_record_among_a_sagas_records_is_read_like_the_others() -
 
     assert [event.offset for event in events] == list(range(6))
     assert events[3].value.startswith("[[[[") and events[3].header_pairs == (("", "\\xff"),) * 3
+
+
+async def test_a_record_the_client_cannot_parse_is_shown_as_unreadable_and_nothing_else_is_lost() -> None:
+    """The failed fetch moved the first partition past records it never returned: they are
+    read again, the unreadable record comes back as one line of text, the rest follows."""
+    order_id = str(uuid.uuid4())
+    first, second = TopicPartition("events.order", 0), TopicPartition("events.order", 1)
+    log = {
+        first: [record("events.order", 0, n, order_id, 1000 + n) for n in range(3)],
+        second: [record("events.order", 1, 0, order_id, 2000), UNPARSEABLE,
+                 record("events.order", 1, 2, order_id, 2002)],
+    }
+    consumer = FakeConsumer(log, batch=3)
+    events = await read_range(consumer, {first: 0, second: 0}, {first: 3, second: 3}, timeout_s=5)
+    assert sorted((e.partition, e.offset) for e in events) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    unreadable = next(e for e in events if (e.partition, e.offset) == (1, 1))
+    assert unreadable.value.startswith("unreadable record (UnicodeDecodeError") and unreadable.key is None
