@@ -2,4 +2,7 @@
 
 
 class CliError(Exception):
-    """A user-facing failure: its message is printed as one line on stderr, exit code 1."""
+    """A user-facing failure: its message is printed as one line on stderr, exit code
+    `exit_code` (1 unless a subclass says otherwise)."""
+
+    exit_code: int = 1

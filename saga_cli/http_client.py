@@ -3,12 +3,18 @@
 `ServiceClient.request` returns the decoded JSON body of a 2xx answer. Every
 failure raises CliError with one line the user can act on: unreachable
 service, 422 validation errors rendered as "field: message; …", or any other
-status with the service's own detail. Two subclasses let a command say it
-better: `NotFound` (404: "order X not found") and `Conflict` (409).
+status with the service's own detail. Subclasses let a command say it better:
+`NotFound` (404: "order X not found"), `Conflict` (409), and `OutcomeUnknown`
+(the request was sent, or may have been, but no answer came: a timeout or a
+dropped connection; the service may or may not have acted on it).
+
+Each request may take SAGA_HTTP_TIMEOUT seconds (default 10) to be sent and
+answered; connecting gets at most 3 of them.
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import httpx
@@ -16,7 +22,26 @@ import httpx
 from saga_cli.endpoints import Service, not_reachable
 from saga_cli.errors import CliError
 
-TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+TIMEOUT_ENV_VAR = "SAGA_HTTP_TIMEOUT"
+DEFAULT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 3.0
+
+
+def http_timeout() -> httpx.Timeout:
+    """The timeout of each request, read at call time: SAGA_HTTP_TIMEOUT seconds (a positive
+    number, default DEFAULT_TIMEOUT_S) for each of writing the request and reading the
+    answer, and at most CONNECT_TIMEOUT_S of them to connect. CliError (one line) when the
+    variable is set to anything but a positive number of seconds."""
+    raw = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
+    seconds = DEFAULT_TIMEOUT_S
+    if raw:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = float("nan")
+        if not 0 < seconds < float("inf"):
+            raise CliError(f"{TIMEOUT_ENV_VAR} must be a number of seconds greater than 0, got {raw!r}")
+    return httpx.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT_S))
 
 
 class NotFound(CliError):
@@ -29,6 +54,15 @@ class Conflict(CliError):
     def __init__(self, message: str, detail: str) -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class OutcomeUnknown(CliError):
+    """The request was sent, or partly, but no answer came (a timeout, or the connection
+    dropped): the service may have acted on it or not. Retrying is safe only for a request
+    that is idempotent, e.g. POST /orders with the same Idempotency-Key. Exit code 75
+    (EX_TEMPFAIL: try again)."""
+
+    exit_code = 75
 
 
 class ServiceClient:
@@ -52,14 +86,26 @@ class ServiceClient:
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
+        """`method` `path` with `body` as JSON; the decoded JSON of a 2xx answer (None when
+        empty). Raises CliError (one line) for every failure: NotFound (404), Conflict (409),
+        OutcomeUnknown (sent, or partly, and no answer: a timeout after connecting, or the
+        connection dropped), or not reachable (nothing was sent)."""
         url = self.service.url
+        timeout = http_timeout()
         try:
-            with httpx.Client(base_url=url, timeout=TIMEOUT, transport=self._transport) as client:
+            with httpx.Client(base_url=url, timeout=timeout, transport=self._transport) as client:
                 response = client.request(method, path, json=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):  # nothing was sent
             raise CliError(not_reachable(self.service.name, url)) from None
-        except httpx.TimeoutException:
-            raise CliError(f"{self.service.name} at {url} did not answer {method} {path} in time") from None
+        except httpx.TimeoutException:  # a write or read timeout: sent, or partly
+            raise OutcomeUnknown(
+                f"{self.service.name} at {url} did not answer {method} {path} within {timeout.read:g}s"
+            ) from None
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
+            raise OutcomeUnknown(
+                f"{self.service.name} at {url} dropped the connection before answering {method} {path}"
+                + (f" ({_one_line(str(error))[:200]})" if str(error) else "")
+            ) from None
         except httpx.UnsupportedProtocol:
             raise CliError(f"{self.service.env_var}={url!r} is not an http:// or https:// URL") from None
         except (httpx.InvalidURL, ValueError) as error:

@@ -2,7 +2,8 @@
 
 Each group lives in its own module and is registered below. Every command that
 fails for a reason the user can act on raises CliError; `run()` prints its
-message as one line on stderr and exits 1, never a traceback.
+message as one line on stderr and exits 1 (75 when the outcome of a request is
+unknown: http_client.OutcomeUnknown), never a traceback.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def run() -> None:
         app(standalone_mode=False)
     except CliError as error:
         print(f"saga: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("saga: interrupted", file=sys.stderr)
         sys.exit(130)

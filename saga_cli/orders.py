@@ -1,6 +1,18 @@
-"""`saga order place|show|cancel`: a client of order_svc's HTTP API."""
+"""`saga order place|show|cancel`: a client of order_svc's HTTP API.
+
+`order place` always sends an Idempotency-Key (`--idempotency-key`, or a new uuid4), so
+a request whose outcome is unknown (a timeout, a dropped connection: the order may or may
+not be placed) can be retried without placing the order twice: the command then exits 75
+with one line saying so and the command that retries it, the same command line with
+`--idempotency-key KEY`.
+"""
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
+import uuid
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -10,9 +22,9 @@ from rich.text import Text
 
 from saga_cli.endpoints import ORDER_SVC
 from saga_cli.errors import CliError
-from saga_cli.http_client import Conflict, NotFound, ServiceClient
+from saga_cli.http_client import Conflict, NotFound, OutcomeUnknown, ServiceClient
 from saga_cli.output import cell, console, print_json, text_or_dash
-from saga_cli.parsing import parse_currency, parse_items, parse_money, parse_required_text
+from saga_cli.parsing import parse_currency, parse_idempotency_key, parse_items, parse_money, parse_required_text
 
 order_app = typer.Typer(no_args_is_help=True, help="Place, show and cancel orders (order_svc).")
 
@@ -29,27 +41,60 @@ def place(
     amount: Annotated[str | None, typer.Option("--amount", metavar="AMOUNT", help="Order total, e.g. 40.00 (required).")] = None,
     currency: Annotated[str, typer.Option("--currency", metavar="CODE", help="ISO-4217 code.")] = "EUR",
     idempotency_key: Annotated[
-        str | None, typer.Option("--idempotency-key", metavar="KEY", help="Retrying with the same key returns the same order.")
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Retrying with the same key returns the same order (default: a new uuid4). Up to 255 printable ASCII characters.",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Place an order; prints its id."""
+    """Place an order; prints its id. When the outcome is unknown, says so and prints the command that retries safely (exit 75)."""
     body = {
         "customer_id": parse_required_text(customer, "--customer"),
         "items": [item.as_json() for item in parse_items(items or [])],
         "amount": parse_money(parse_required_text(amount, "--amount"), "--amount"),
         "currency": parse_currency(currency),
     }
-    headers = {}
-    if idempotency_key is not None:
-        headers["Idempotency-Key"] = parse_required_text(idempotency_key, "--idempotency-key")
-    answer = ServiceClient(ORDER_SVC).post("/orders", body, headers=headers)
+    key = parse_idempotency_key(idempotency_key) if idempotency_key is not None else str(uuid.uuid4())
+    try:
+        answer = ServiceClient(ORDER_SVC).post("/orders", body, headers={"Idempotency-Key": key})
+    except OutcomeUnknown as unknown:
+        retry = retry_command(key, key_given=idempotency_key is not None)
+        if as_json:
+            print_json({"order_id": None, "status": "unknown", "idempotency_key": key, "retry": retry, "error": str(unknown)})
+        raise OutcomeUnknown(
+            f"outcome unknown: {unknown}, so the order may or may not have been placed; retry safely with: {retry}"
+        ) from None
     if not isinstance(answer, dict) or not answer.get("order_id"):
         raise CliError("order_svc accepted the order but did not answer with its order_id")
     if as_json:
-        print_json({"order_id": answer["order_id"], "status": answer.get("status"), **answer})
+        print_json({"order_id": answer["order_id"], "status": answer.get("status"), **answer, "idempotency_key": key})
     else:
         print(answer["order_id"])
+
+
+def retry_command(key: str, key_given: bool) -> str:
+    """The command line this `saga` was started with, shell-quoted (shlex), with
+    `--idempotency-key KEY` appended unless it already carried one (`key_given`): run
+    again, it places the order at most once."""
+    args = sys.argv[1:]
+    if not key_given:
+        args = [*args, "--idempotency-key", key]
+    return shlex.join([_program(), *args])
+
+
+def _program() -> str:
+    """How to run this same `saga` again: "saga" when that is what PATH finds (or when it was
+    not started as a `saga` script, e.g. `python -m saga_cli.main`), else the path it was started by."""
+    invoked = sys.argv[0] if sys.argv else ""
+    if Path(invoked).name != "saga":
+        return "saga"
+    found = shutil.which("saga")
+    if found is not None and Path(found).resolve() == Path(invoked).resolve():
+        return "saga"
+    return invoked
 
 
 @order_app.command("show")

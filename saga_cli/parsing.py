@@ -15,6 +15,10 @@ from saga_cli.errors import CliError
 CURRENCY = re.compile(r"[A-Z]{3}")
 TWO_PLACES = Decimal("0.01")
 
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+"""The longest Idempotency-Key order_svc accepts (printable ASCII; README, "Requests")."""
+IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
+
 
 @dataclass(frozen=True)
 class Item:
@@ -93,6 +97,19 @@ def parse_required_text(raw: str | None, what: str) -> str:
     if not text:
         raise CliError(f"{what} is required")
     return text
+
+
+def parse_idempotency_key(raw: str) -> str:
+    """--idempotency-key without surrounding spaces: 1 to MAX_IDEMPOTENCY_KEY_CHARS printable
+    ASCII characters (what order_svc accepts), or CliError naming the rule."""
+    key = parse_required_text(raw, "--idempotency-key")
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        shown = repr(key) if len(key) <= 40 else f"{key[:40]!r}… ({len(key)} characters)"
+        raise CliError(
+            f"--idempotency-key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+            f" (letters, digits, punctuation, spaces), got {shown}"
+        )
+    return key
 
 
 def parse_since(raw: str) -> int:

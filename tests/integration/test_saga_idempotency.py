@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +16,7 @@ from tests.support.saga import (
     by_type,
     cancel_order,
     frozen,
+    get_account,
     handled_count,
     new_customer,
     new_sku,
@@ -25,6 +27,7 @@ from tests.support.saga import (
     post_order,
     read_for,
     redeliver,
+    run_command,
     run_saga_async,
     saga_events,
     saga_state,
@@ -203,3 +206,31 @@ async def test_an_empty_idempotency_key_is_not_a_key_everyone_shares(services):
     if first.status_code == second.status_code == 201:
         assert first.json()["order_id"] != second.json()["order_id"]
     assert await orders_of_customer(settings, second_customer) == (1 if second.status_code == 201 else 0)
+
+
+async def test_cli_place_without_an_answer_says_the_outcome_is_unknown_and_its_retry_charges_once(services):
+    sku, customer = new_sku(), new_customer()
+    await seed_stock(sku, 5)
+    await seed_account(customer, "100.00")
+    args = ("order", "place", "--customer", customer, "--item", f"{sku}:1", "--amount", "7.00")
+
+    async with frozen("order_svc"):  # connections are accepted, nothing is answered; SIGCONT on the way out
+        unknown = await run_saga_async(*args, env={"SAGA_HTTP_TIMEOUT": "1"}, timeout=FREEZE_LIMIT)
+
+    assert unknown.returncode == 75, (unknown.stdout, unknown.stderr)
+    assert unknown.stdout == "" and len(unknown.stderr.splitlines()) == 1 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.startswith("saga: outcome unknown: order_svc at http://127.0.0.1:8001 did not answer POST /orders within 1s")
+    retry = shlex.split(unknown.stderr.split("retry safely with: ", 1)[1])
+    assert retry[1:-2] == list(args) and retry[-2] == "--idempotency-key"
+    # order_svc, continued, may still place the order it was sent: the retry returns that one, or
+    # places it if it comes first; the late one then finds it by its key. Either way: one order.
+    retried = await asyncio.to_thread(run_command, retry)
+    again = await asyncio.to_thread(run_command, retry)
+
+    assert (retried.returncode, again.returncode) == (0, 0), retried.stderr + again.stderr
+    order_id = retried.stdout.strip()
+    assert again.stdout.strip() == order_id
+    assert (await wait_for_status(order_id))["status"] == "CONFIRMED"
+    assert await orders_of_customer(services.settings, customer) == 1
+    account = await get_account(customer)
+    assert account.status_code == 200 and account.json()["balance"] == "93.00"

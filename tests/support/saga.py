@@ -84,6 +84,12 @@ async def seed_account(customer: str, balance: str, currency: str = "EUR") -> No
     assert answer.status_code == 200, answer.text
 
 
+async def get_account(customer: str) -> httpx.Response:
+    """GET /accounts/{customer} on payment_svc, the answer as it is."""
+    async with _client("payment_svc") as http:
+        return await http.get(f"/accounts/{customer}")
+
+
 def order_body(customer: str, items: Mapping[str, int], amount: str, currency: str = "EUR") -> dict[str, Any]:
     return {
         "customer_id": customer,
@@ -463,14 +469,21 @@ async def frozen(service: str) -> AsyncIterator[int]:
 
 # --- the CLI -------------------------------------------------------------------------------------
 
-def run_saga(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`saga ARGS…` as a user runs it; never raises on a non-zero exit."""
-    return subprocess.run([str(SAGA_CLI), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+def run_saga(*args: str, timeout: float = 60, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`saga ARGS…` as a user runs it (with `env` added to this process's environment); never
+    raises on a non-zero exit."""
+    return run_command([str(SAGA_CLI), *args], timeout=timeout, env=env)
 
 
-async def run_saga_async(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+async def run_saga_async(*args: str, timeout: float = 60, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`run_saga` without blocking the event loop (tests run several CLIs at once)."""
-    return await asyncio.to_thread(run_saga, *args, timeout=timeout)
+    return await asyncio.to_thread(run_saga, *args, timeout=timeout, env=env)
+
+
+def run_command(argv: list[str], timeout: float = 60, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A command line as a shell would run it from the checkout (e.g. one the CLI printed, split
+    with shlex); never raises on a non-zero exit."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
 
 
 

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli_support import FakeService, assert_one_line_error, closed_port, run_saga, serve
+from saga_cli import orders
+from saga_cli.http_client import ServiceClient
 
 pytestmark = pytest.mark.unit
 
@@ -83,10 +87,10 @@ def test_place_json_prints_order_id_and_status_and_defaults_to_eur(order_svc: Fa
 
     outcome = run_saga(capsys, "order", "place", "--customer", "c-1", "--item", "A:1", "--amount", "9.99", "--json")
 
-    assert json.loads(outcome.stdout) == {"order_id": order_id, "status": "PENDING"}
     (request,) = order_svc.requests
+    assert json.loads(outcome.stdout) == {"order_id": order_id, "status": "PENDING", "idempotency_key": request.headers["Idempotency-Key"]}
     assert request.body["currency"] == "EUR"
-    assert "Idempotency-Key" not in request.headers
+    assert uuid.UUID(request.headers["Idempotency-Key"]).version == 4  # a new key when none is given
 
 
 def test_place_renders_a_pydantic_422_as_one_line(order_svc: FakeService, capsys) -> None:
@@ -118,6 +122,157 @@ def test_a_server_error_is_one_line_with_the_services_detail(order_svc: FakeServ
     outcome = run_saga(capsys, "order", "place", "--customer", "c-1", "--item", "A:1", "--amount", "1")
 
     assert_one_line_error(outcome, "order_svc answered 503 Service Unavailable to POST /orders: database unavailable")
+
+
+# --- order place: an unknown outcome is said, with the command that retries safely ------------------
+
+PLACE = ("order", "place", "--customer", "c-1", "--item", "A:1", "--amount", "1")
+
+
+@pytest.fixture
+def order_svc_mock(monkeypatch: pytest.MonkeyPatch):
+    """order_svc replaced by an httpx.MockTransport calling `answer(request)` (set by the test):
+    this tests the CLI's own handling, not a server. The requests it got are in `.requests`."""
+
+    class Mock:
+        requests: list[httpx.Request] = []
+        answer = staticmethod(lambda request: httpx.Response(201, json={"order_id": new_id(), "status": "PENDING"}))
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        Mock.requests.append(request)
+        return Mock.answer(request)
+
+    transport = httpx.MockTransport(handle)
+    monkeypatch.setattr(orders, "ServiceClient", lambda service: ServiceClient(service, transport=transport))
+    monkeypatch.setenv("SAGA_ORDER_URL", "http://127.0.0.1:8001")
+    Mock.requests = []
+    return Mock
+
+
+def raises(error: type[httpx.HTTPError], message: str):
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise error(message, request=request)
+
+    return answer
+
+
+def test_a_timeout_says_the_outcome_is_unknown_and_how_to_retry_with_the_same_key(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = raises(httpx.ReadTimeout, "timed out")
+
+    outcome = run_saga(capsys, *PLACE)
+
+    (request,) = order_svc_mock.requests
+    key = request.headers["Idempotency-Key"]
+    assert (outcome.exit_code, outcome.stdout) == (75, "")
+    assert outcome.stderr == (
+        "saga: outcome unknown: order_svc at http://127.0.0.1:8001 did not answer POST /orders within 10s, "
+        f"so the order may or may not have been placed; retry safely with: saga {' '.join(PLACE)} --idempotency-key {key}\n"
+    )
+
+
+def test_json_says_the_outcome_is_unknown_too(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = raises(httpx.WriteTimeout, "timed out")
+
+    outcome = run_saga(capsys, *PLACE, "--json")
+
+    key = order_svc_mock.requests[0].headers["Idempotency-Key"]
+    document = json.loads(outcome.stdout)
+    assert outcome.exit_code == 75
+    assert {k: document[k] for k in ("order_id", "status", "idempotency_key", "retry")} == {
+        "order_id": None, "status": "unknown", "idempotency_key": key,
+        "retry": f"saga {' '.join(PLACE)} --json --idempotency-key {key}",
+    }
+    assert "did not answer POST /orders" in document["error"]
+    assert len(outcome.stderr.splitlines()) == 1 and "retry safely with: " in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (httpx.RemoteProtocolError, "Server disconnected without sending a response."),
+        (httpx.ReadError, "[Errno 104] Connection reset by peer"),
+        (httpx.WriteError, "[Errno 32] Broken pipe"),
+    ],
+)
+def test_a_connection_dropped_after_sending_is_an_unknown_outcome_too(order_svc_mock, capsys, error, message) -> None:
+    order_svc_mock.answer = raises(error, message)
+
+    outcome = run_saga(capsys, *PLACE)
+
+    assert outcome.exit_code == 75
+    assert outcome.stderr.startswith(f"saga: outcome unknown: order_svc at http://127.0.0.1:8001 dropped the connection before answering POST /orders ({message})")
+    assert len(outcome.stderr.splitlines()) == 1
+
+
+def test_a_given_key_is_sent_and_the_retry_is_the_same_command(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = raises(httpx.ReadTimeout, "timed out")
+    args = ("order", "place", "--idempotency-key", "it's mine; $(no)", "--customer", "a b", "--item", "A:1", "--amount", "1")
+
+    outcome = run_saga(capsys, *args)
+
+    assert order_svc_mock.requests[0].headers["Idempotency-Key"] == "it's mine; $(no)"
+    retry = outcome.stderr.split("retry safely with: ", 1)[1].rstrip("\n")
+    assert shlex.split(retry) == ["saga", *args]
+
+
+def test_the_retried_command_sends_the_same_key(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = raises(httpx.ReadTimeout, "timed out")
+    first = run_saga(capsys, *PLACE)
+    order_id = new_id()
+    order_svc_mock.answer = lambda request: httpx.Response(200, json={"order_id": order_id, "status": "PENDING"})
+
+    again = run_saga(capsys, *shlex.split(first.stderr.split("retry safely with: ", 1)[1])[1:])
+
+    assert (again.exit_code, again.stdout) == (0, f"{order_id}\n")
+    assert len({request.headers["Idempotency-Key"] for request in order_svc_mock.requests}) == 1
+
+
+def test_nothing_sent_is_not_an_unknown_outcome(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = raises(httpx.ConnectError, "[Errno 111] Connection refused")
+
+    outcome = run_saga(capsys, *PLACE)
+
+    assert_one_line_error(outcome, "order_svc is not reachable at http://127.0.0.1:8001")
+    assert "retry" not in outcome.stderr
+
+
+def test_saga_http_timeout_sets_the_timeout(order_svc_mock, capsys, monkeypatch) -> None:
+    timeouts = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        timeouts.append(request.extensions["timeout"])
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    order_svc_mock.answer = slow
+    monkeypatch.setenv("SAGA_HTTP_TIMEOUT", "0.5")
+
+    outcome = run_saga(capsys, *PLACE)
+
+    assert "did not answer POST /orders within 0.5s" in outcome.stderr
+    assert timeouts == [{"connect": 0.5, "read": 0.5, "write": 0.5, "pool": 0.5}]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_a_bad_saga_http_timeout_is_one_line(order_svc_mock, capsys, monkeypatch, value: str) -> None:
+    monkeypatch.setenv("SAGA_HTTP_TIMEOUT", value)
+
+    outcome = run_saga(capsys, *PLACE)
+
+    assert_one_line_error(outcome, f"SAGA_HTTP_TIMEOUT must be a number of seconds greater than 0, got {value!r}")
+    assert order_svc_mock.requests == []
+
+
+@pytest.mark.parametrize("key, shown", [
+    ("a\x00b", "'a\\x00b'"),
+    ("tab\there", "'tab\\there'"),
+    ("clé", "'clé'"),
+    ("k" * 256, "'" + "k" * 40 + "'… (256 characters)"),
+])
+def test_an_idempotency_key_order_svc_would_refuse_is_refused_before_sending(order_svc_mock, capsys, key: str, shown: str) -> None:
+    outcome = run_saga(capsys, *PLACE, "--idempotency-key", key)
+
+    assert_one_line_error(outcome, f"--idempotency-key must be 1-255 printable ASCII characters (letters, digits, punctuation, spaces), got {shown}")
+    assert order_svc_mock.requests == []
 
 
 def test_an_answer_without_order_id_is_an_error(order_svc: FakeService, capsys) -> None:
