@@ -1,6 +1,7 @@
 """order_svc's entry point: the consumer of inventory and payment events, and the orders HTTP API.
 
   POST /orders                 place an order (Idempotency-Key honoured) → {"order_id", "status"}
+                               (a body over 64 KiB → 413; anything invalid → 422, shared/service.py)
   GET  /orders?status=all|in_flight|stuck&limit=N
                                the newest N orders (default all, 50; N at most 1000)
   GET  /orders/{id}            the order with its history
@@ -20,14 +21,22 @@ from uuid import UUID
 
 import structlog
 from faust.web import Request, Response, View
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from order_svc import handlers, repository
 from order_svc.bootstrap import bind_handlers
-from order_svc.domain import IdempotencyKeyReused, OrderAlreadyFinal, OrderNotFound, PlaceOrder
+from order_svc.domain import IdempotencyKey, IdempotencyKeyReused, OrderAlreadyFinal, OrderNotFound, PlaceOrder
 from shared import metrics
 from shared.events import OrderCancelled, OrderConfirmed
-from shared.service import ServiceRuntime, json_response, read_json, validation_response
+from shared.service import (
+    RequestRefused,
+    ServiceRuntime,
+    json_response,
+    read_json,
+    request_value,
+    shown,
+    validation_response,
+)
 from shared.settings import OrderSettings
 from shared.topics import TOPICS, INVENTORY, PAYMENT
 from shared.uow import Transaction
@@ -37,6 +46,8 @@ log = structlog.stdlib.get_logger(__name__)
 GAUGE_INTERVAL_S = 5.0
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
+
+IDEMPOTENCY_KEY = TypeAdapter(IdempotencyKey)
 
 
 def count_finished_sagas(tx: Transaction) -> None:
@@ -83,12 +94,9 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
         async def post(self, request: Request) -> Response:
             try:
                 command = PlaceOrder.model_validate(await read_json(request))
+                idempotency_key = _idempotency_key(request)
             except (ValidationError, ValueError) as error:
                 return validation_response(self, error)
-            idempotency_key = request.headers.get("Idempotency-Key")
-            if idempotency_key is not None and not idempotency_key.strip():
-                detail = [{"loc": ["header", "Idempotency-Key"], "msg": "must not be blank", "type": "value_error"}]
-                return json_response(self, {"detail": detail}, status=422)
             try:
                 placed = await handlers.place_order(
                     await runtime.uow(),
@@ -151,19 +159,28 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     return runtime
 
 
+def _idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key (None without one); RequestRefused (422) unless it is
+    one IdempotencyKey (order_svc/domain.py), given once."""
+    keys = request.headers.getall("Idempotency-Key", [])
+    if len(keys) > 1:
+        raise RequestRefused([{"loc": ["header", "Idempotency-Key"], "msg": "given more than once", "type": "value_error"}])
+    return request_value(IDEMPOTENCY_KEY, keys[0], "header", "Idempotency-Key") if keys else None
+
+
 def _list_query(query) -> tuple[str, int]:
     """(which, limit) from GET /orders' query; ValueError with 422 details when they are not valid."""
     errors = []
     which = query.get("status", "all")
     if which not in repository.ORDER_FILTERS:
-        errors.append(_query_error("status", f"must be one of {', '.join(repository.ORDER_FILTERS)}, not {which!r}"))
+        errors.append(_query_error("status", f"must be one of {', '.join(repository.ORDER_FILTERS)}, not {shown(which)}"))
     raw_limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
     try:
         limit = int(raw_limit)
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_LIST_LIMIT:
-        errors.append(_query_error("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT}, not {raw_limit!r}"))
+        errors.append(_query_error("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT}, not {shown(raw_limit)}"))
     if errors:
         raise ValueError(errors)
     return which, limit
@@ -191,4 +208,4 @@ def _order_id(raw: str) -> UUID | None:
 
 
 def _bad_id(view: View, raw: str) -> Response:
-    return json_response(view, {"detail": [{"loc": ["path", "order_id"], "msg": f"not an order id: {raw!r}", "type": "uuid_parsing"}]}, status=422)
+    return json_response(view, {"detail": [{"loc": ["path", "order_id"], "msg": f"not an order id: {shown(raw)}", "type": "uuid_parsing"}]}, status=422)

@@ -22,9 +22,10 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import DomainError
 from shared.events import (
@@ -75,6 +76,17 @@ class IdempotencyKeyReused(DomainError):
     def __init__(self, key: str) -> None:
         super().__init__(f"Idempotency-Key {key!r} was already used for a different order")
         self.key = key
+
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+IdempotencyKey = Annotated[
+    str, Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_CHARS, pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")
+]
+"""An Idempotency-Key header: 1-255 printable ASCII characters (letters, digits, punctuation,
+spaces inside). Header values are ASCII; control characters, NUL and invalid UTF-8 are
+refused; the length keeps the key well inside what the UNIQUE index of orders.idempotency_key
+can hold (about 2.7 kB)."""
 
 
 class PlaceOrder(BaseModel):

@@ -3,18 +3,24 @@
   GET /accounts               every account: [{"customer", "balance", "currency"}]
   GET /accounts/{customer}    one account
   PUT /accounts/{customer}    {"balance": "100.00", "currency": "EUR"} seeds or resets an account
+
+{customer} is the event catalog's CustomerId (shared/events.py): anything else is a 422, as
+is a bad body; a body over 64 KiB is a 413 (shared/service.py).
 """
 from __future__ import annotations
 
 from faust.web import Request, Response, View
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from payment_svc import repository
 from payment_svc.bootstrap import bind_handlers
 from payment_svc.domain import SetAccount
-from shared.service import ServiceRuntime, json_response, read_json, validation_response
+from shared.events import CustomerId
+from shared.service import ServiceRuntime, json_response, read_json, request_value, validation_response
 from shared.settings import PaymentSettings
 from shared.topics import INVENTORY, ORDER, TOPICS
+
+CUSTOMER = TypeAdapter(CustomerId)
 
 
 def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
@@ -30,6 +36,10 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/accounts/{customer}")
     class Account(View):
         async def get(self, request: Request, customer: str) -> Response:
+            try:
+                customer = request_value(CUSTOMER, customer, "path", "customer")
+            except ValueError as error:
+                return validation_response(self, error)
             async with (await runtime.uow()).connection() as connection:
                 found = await repository.account(connection, customer)
             if found is None:
@@ -38,6 +48,7 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
 
         async def put(self, request: Request, customer: str) -> Response:
             try:
+                customer = request_value(CUSTOMER, customer, "path", "customer")
                 command = SetAccount.model_validate(await read_json(request))
             except (ValidationError, ValueError) as error:
                 return validation_response(self, error)

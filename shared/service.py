@@ -37,7 +37,7 @@ import faust
 import structlog
 from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from shared import logs, metrics, replication, retention
 from shared.consumer import EventConsumer, IncomingMessage
@@ -274,22 +274,160 @@ def _default(value: Any) -> Any:
 
 
 def json_response(view: View, body: Any, status: int = 200) -> Response:
+    """`body` as a JSON answer with `status` (Decimal as a two-place string, datetimes in
+    ISO-8601, UUIDs as text, pydantic models dumped); one line, every non-ASCII character escaped."""
     return view.bytes(json.dumps(body, default=_default).encode(), content_type="application/json", status=status)
 
 
-async def read_json(request: Request) -> Any:
-    """The request body as JSON; ValueError with a one-line reason when it is not."""
-    raw = await request.read()
+# --- reading requests: everything a client sends is refused before it reaches a handler or SQL ---
+#
+# A service acts on a request only once its body, path values and headers passed these checks
+# and the command's pydantic model (whose fields are the event catalog's types: Sku,
+# CustomerId, Quantity, Items, Amount, Currency). What PostgreSQL would refuse (NUL in text,
+# invalid UTF-8, numbers out of range, index entries too large) or json would choke on (deep
+# nesting) never gets that far: it is a 413 or a 422 with a one-line JSON `detail`, never a 500.
+
+MAX_BODY_BYTES = 64 * 1024
+"""The largest request body a service reads, in bytes (64 KiB; an order of 100 items takes
+about 5). A larger one is answered 413 without being read when its Content-Length says so,
+and as soon as the bytes read pass the limit when it does not (chunked)."""
+
+MAX_NUMBER_DIGITS = 32
+"""The most digits of an integer in a request body: no count or amount has more than 13, and
+converting longer digit strings costs time for nothing."""
+
+MAX_SHOWN_CHARS = 64
+"""The most characters of a client's value quoted back in an error detail."""
+
+MAX_ERRORS_SHOWN = 20
+"""The most validation errors listed in one 422 (a body of 10,000 bad items has 10,000)."""
+
+
+class RequestRefused(ValueError):
+    """A request refused before the service acts on it: answered `status` with the JSON
+    ``{"detail": detail}`` by `validation_response`. A ValueError, so views that catch
+    ``(ValidationError, ValueError)`` answer it without a clause of their own."""
+
+    status = 422
+
+    def __init__(self, detail: str | list[dict[str, Any]]) -> None:
+        super().__init__(detail if isinstance(detail, str) else "; ".join(str(e["msg"]) for e in detail))
+        self.detail = detail
+
+
+class BodyTooLarge(RequestRefused):
+    """The body is larger than MAX_BODY_BYTES (413)."""
+
+    status = 413
+
+
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """The request body, which must be one JSON object in UTF-8 of at most `limit` bytes.
+
+    Raises BodyTooLarge (413) when Content-Length is above `limit`, before reading a byte, or
+    when the bytes read pass it; RequestRefused (422, one error at loc ["body"]) when the body
+    is empty, not UTF-8, not JSON (NaN and Infinity included), nested too deeply for the
+    parser, repeats a name within an object, has an integer of more than MAX_NUMBER_DIGITS
+    digits, or is anything but an object."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(_too_large(limit))
+    raw = bytearray()
+    while chunk := await request.content.read(limit + 1):
+        raw += chunk
+        if len(raw) > limit:
+            raise BodyTooLarge(_too_large(limit))
     try:
-        return json.loads(raw or b"null")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _body_error(f"body is not UTF-8: byte {error.start} is {raw[error.start]:#04x}") from None
+    if not text.strip():
+        raise _body_error("body is empty: expected a JSON object", "dict_type")
+    try:
+        data = json.loads(text, object_pairs_hook=_distinct_names, parse_constant=_no_constant, parse_int=_short_int)
     except json.JSONDecodeError as error:
-        raise ValueError(f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        raise _body_error(f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise _body_error("body is not valid JSON: nested too deeply") from None
+    except ValueError as error:  # from the hooks below
+        raise _body_error(f"body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise _body_error(f"body must be a JSON object, not {_json_kind(data)}", "dict_type")
+    return data
+
+
+def request_value(adapter: TypeAdapter, raw: Any, *loc: str) -> Any:
+    """`raw` (a path segment, a header, a query value) validated by `adapter`, e.g.
+    ``request_value(SKU, sku, "path", "sku")`` with ``SKU = TypeAdapter(Sku)``. Raises
+    RequestRefused (422) with pydantic's errors placed at `loc`."""
+    try:
+        return adapter.validate_python(raw)
+    except ValidationError as error:
+        raise RequestRefused(_error_list(error, list(loc))) from None
+
+
+def shown(raw: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """A client's value quoted in an error detail: its repr (control characters escaped),
+    cut after `limit` characters."""
+    return repr(raw) if len(raw) <= limit else f"{raw[:limit]!r}… ({len(raw)} characters)"
 
 
 def validation_response(view: View, error: ValidationError | ValueError) -> Response:
-    """422 with the validation errors, one entry per field."""
+    """The answer to a refused request: a RequestRefused's status and detail (413 for
+    BodyTooLarge); for a pydantic ValidationError 422 with one entry {"loc", "msg", "type"}
+    per error (the first MAX_ERRORS_SHOWN, each message cut); for any other ValueError 422
+    with its message at loc ["body"]."""
+    if isinstance(error, RequestRefused):
+        return json_response(view, {"detail": error.detail}, status=error.status)
     if isinstance(error, ValidationError):
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors(include_url=False)]
-    else:
-        detail = [{"loc": ["body"], "msg": str(error), "type": "value_error"}]
-    return json_response(view, {"detail": detail}, status=422)
+        return json_response(view, {"detail": _error_list(error)}, status=422)
+    return json_response(view, {"detail": [_entry(["body"], str(error), "value_error")]}, status=422)
+
+
+def _error_list(error: ValidationError, prefix: list[str | int] | None = None) -> list[dict[str, Any]]:
+    errors = error.errors(include_url=False, include_input=False, include_context=False)
+    listed = [_entry([*(prefix or []), *e["loc"]], e["msg"], e["type"]) for e in errors[:MAX_ERRORS_SHOWN]]
+    if len(errors) > MAX_ERRORS_SHOWN:
+        listed.append(_entry(prefix or ["body"], f"and {len(errors) - MAX_ERRORS_SHOWN} more errors", "too_many_errors"))
+    return listed
+
+
+def _entry(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    loc = [part if isinstance(part, int) else _cut(str(part)) for part in loc]
+    return {"loc": loc, "msg": _cut(" ".join(msg.split()), 300), "type": kind}
+
+
+def _cut(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _body_error(message: str, kind: str = "json_invalid") -> RequestRefused:
+    return RequestRefused([_entry(["body"], message, kind)])
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is larger than {limit} bytes"
+
+
+def _distinct_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"amount": "1.00", "amount": "1000.00"}: json keeps the last, another reader the first
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise ValueError(f"the name {shown(name)} appears twice in one object")
+        seen.add(name)
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _short_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_NUMBER_DIGITS} digits")
+    return int(digits)
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
