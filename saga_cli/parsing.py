@@ -16,7 +16,8 @@ CURRENCY = re.compile(r"[A-Z]{3}")
 TWO_PLACES = Decimal("0.01")
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-"""The longest Idempotency-Key order_svc accepts (printable ASCII; README, "Requests")."""
+"""The longest Idempotency-Key order_svc accepts (its IdempotencyKey: printable ASCII; the CLI
+imports no service code, so the rule is repeated here and in the README)."""
 IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
 
 
