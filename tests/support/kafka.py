@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from saga_cli.kafka import fetch
+
 
 @dataclass(frozen=True)
 class Record:
@@ -72,7 +74,8 @@ class TopicReader:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"condition not met within {timeout:.0f}s; read {len(self.records)} records")
-            batch = await self.consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
+            batch = await fetch(self.consumer, sorted(self.consumer.assignment()),
+                                timeout_ms=int(min(remaining, 1.0) * 1000))
             for messages in batch.values():
                 self.records.extend(_record(m) for m in messages)
         return self.records
@@ -93,13 +96,18 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
 
 
 def _record(message) -> Record:
-    value = json.loads(message.value) if message.value else None
+    """A record as tests read it; a value that is not JSON (other tests publish hostile records
+    to the same topics) is its text, keys and header values decoded with replacement."""
+    try:
+        value = json.loads(message.value) if message.value else None
+    except (ValueError, RecursionError):
+        value = message.value.decode("utf-8", "replace")
     return Record(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        key=message.key.decode() if message.key is not None else None,
-        headers={k: v.decode() for k, v in message.headers},
+        key=message.key.decode("utf-8", "replace") if message.key is not None else None,
+        headers={k: v.decode("utf-8", "replace") for k, v in message.headers if v is not None},
         value=value,
         timestamp_ms=message.timestamp,
     )
