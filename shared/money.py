@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
 
-_PLAIN_DECIMAL = re.compile(r"\d+(\.\d{1,2})?")
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]{1,2})?")  # ASCII digits only: `\d` takes any script's digits
 
 # ISO 4217 list one, codes of currencies in circulation (2025). Left out on purpose:
 # fund codes (BOV, CHE, CHW, CLF, COU, MXV, USN, UYI, UYW), bond-market units (XBA-XBD),

@@ -72,3 +72,9 @@ def test_not_active_currencies(code):
 def test_the_list_is_plain_upper_case_codes():
     assert all(len(code) == 3 and code.isalpha() and code.isupper() for code in ACTIVE_CURRENCIES)
     assert len(ACTIVE_CURRENCIES) > 150
+
+
+@pytest.mark.parametrize("text", ["١٠.٥٠", "１０.００", "10.٥"])
+def test_digits_of_other_scripts_are_not_money(text) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(Amount).validate_python(text)
