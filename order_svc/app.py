@@ -24,7 +24,7 @@ from faust.web import Request, Response, View
 from pydantic import TypeAdapter, ValidationError
 
 from order_svc import handlers, repository
-from order_svc.bootstrap import bind_handlers
+from order_svc.bootstrap import bind_foreign_handlers, bind_handlers
 from order_svc.domain import IdempotencyKey, IdempotencyKeyReused, OrderAlreadyFinal, OrderNotFound, PlaceOrder
 from shared import metrics
 from shared.events import OrderCancelled, OrderConfirmed
@@ -38,7 +38,7 @@ from shared.service import (
     validation_response,
 )
 from shared.settings import OrderSettings
-from shared.topics import TOPICS, INVENTORY, PAYMENT
+from shared.topics import TOPICS, INVENTORY, ORDER, PAYMENT
 from shared.uow import Transaction
 
 log = structlog.stdlib.get_logger(__name__)
@@ -66,8 +66,9 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     runtime = ServiceRuntime(
         settings,
         bind_handlers(settings),
-        topics=[TOPICS[INVENTORY], TOPICS[PAYMENT]],
+        topics=[TOPICS[ORDER], TOPICS[INVENTORY], TOPICS[PAYMENT]],
         on_committed=count_finished_sagas,
+        foreign_handlers=bind_foreign_handlers(settings),
     )
 
     @runtime.app.timer(interval=GAUGE_INTERVAL_S, name="order_svc.saga_gauges")

@@ -70,6 +70,14 @@ class OrderAlreadyFinal(DomainError):
         self.order_id, self.status = order_id, status
 
 
+class OrderIdTaken(DomainError):
+    """A foreign ORDER_CREATED names an existing order's id with other content: not adopted."""
+
+    def __init__(self, order_id: UUID) -> None:
+        super().__init__(f"order {order_id} already exists with other content; this ORDER_CREATED is not adopted")
+        self.order_id = order_id
+
+
 class IdempotencyKeyReused(DomainError):
     """An Idempotency-Key came back with a different order than the one it placed."""
 

@@ -68,6 +68,28 @@ async def place_order(
     return PlacedOrder(order_id, OrderStatus.PENDING, created=True)
 
 
+async def adopt_order(event: OrderCreated, tx: Transaction, *,
+                      deadline_seconds: float = domain.DEFAULT_DEADLINE_SECONDS) -> None:
+    """A foreign ORDER_CREATED — published to events.order by anyone, not signed by order_svc —
+    becomes an order as if placed: PENDING, its deadline counted from now, and the saga's own
+    ORDER_CREATED (signed, caused by the foreign event) emitted in the same transaction; the
+    saga then runs like any other. The same order again (any event id, any time) changes
+    nothing; another order under an existing order id is OrderIdTaken (a dead letter)."""
+    command = PlaceOrder(customer_id=event.customer_id, items=event.items, amount=event.amount,
+                         currency=event.currency)
+    existing = await repository.lock_fingerprint(tx.connection, event.order_id)
+    if existing is not None:
+        if existing != command.fingerprint():
+            raise domain.OrderIdTaken(event.order_id)
+        return
+    await repository.insert_order(tx.connection, event.order_id, command, None, deadline_seconds)
+    event_id = await tx.emit(
+        OrderCreated(order_id=event.order_id, occurred_at=utc_now(), customer_id=command.customer_id,
+                     items=command.items, amount=command.amount, currency=command.currency)
+    )
+    await repository.add_history(tx.connection, event.order_id, OrderStatus.PENDING, None, event_id)
+
+
 async def cancel_order(uow: UnitOfWork, order_id: UUID) -> OrderStatus:
     """The customer's cancellation; returns the order's status afterwards. Raises
     OrderNotFound, or OrderAlreadyFinal for a CONFIRMED or CANCELLED order. Emits

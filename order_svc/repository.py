@@ -20,6 +20,8 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING order_id
 """
 
+_LOCK_FINGERPRINT = """SELECT request_sha256 FROM orders WHERE order_id = $1 FOR UPDATE"""
+
 _BY_IDEMPOTENCY_KEY = """
 SELECT order_id, status, request_sha256 FROM orders WHERE idempotency_key = $1
 """
@@ -117,6 +119,11 @@ async def insert_order(
         deadline_seconds,
     )
     return inserted is not None
+
+
+async def lock_fingerprint(connection: asyncpg.Connection, order_id: UUID) -> str | None:
+    """The request fingerprint of order `order_id` (row locked until the transaction ends), or None."""
+    return await connection.fetchval(_LOCK_FINGERPRINT, order_id)
 
 
 async def find_by_idempotency_key(connection: asyncpg.Connection, key: str) -> asyncpg.Record | None:

@@ -43,6 +43,7 @@ class Service:
             f"{prefix}_DATABASE_URL": os.environ.get(f"{prefix}_DATABASE_URL", self.settings.service_dsn(DATABASES[self.name])),
             f"{prefix}_HTTP_PORT": str(self.port),
             "SAGA_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "SAGA_KEYS_DIR": str(self.settings.keys_dir),
             # faust picks its event loop when first imported; uvloop halves the loop's own overhead
             # per message (BENCHMARKS.md). FAUST_LOOP=aio in the environment chooses asyncio's.
             "FAUST_LOOP": os.environ.get("FAUST_LOOP", "uvloop"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import random
 import time
@@ -30,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import dead_letter, metrics
+from shared.auth import OWNERS, KeyRing, Unauthenticated
 from shared.errors import EventDecodeError, TransientError
-from shared.events import EVENT_TYPES, decode_event
+from shared.events import EVENT_TYPES, OrderCreated, decode_event
 from shared.safe_text import preview
 from shared.topics import Header
 from shared.uow import Envelope, Handler, UnitOfWork
@@ -111,11 +113,18 @@ class RetryPolicy:
 
 @dataclass
 class EventConsumer:
-    """Handles messages for one service (the inbox consumer name) with its handler table."""
+    """Handles messages for one service (the inbox consumer name) with its handler table.
+
+    With `keys`, an event is acted on only when the service that owns its type signed it
+    (shared/auth.py); an unsigned or wrongly signed one is a dead letter, except an
+    ORDER_CREATED from outside (anyone may start a saga): `foreign_handlers` handle it
+    (order_svc adopts it), and a consumer without one skips it (outcome "foreign")."""
 
     uow: UnitOfWork
     handlers: Mapping[type, Handler]
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    keys: KeyRing | None = None
+    foreign_handlers: Mapping[type, Handler] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -123,24 +132,52 @@ class EventConsumer:
 
     @functools.cached_property
     def handled_types(self) -> frozenset[str]:
-        return frozenset(cls.model_fields["event_type"].default for cls in self.handlers)
+        return frozenset(cls.model_fields["event_type"].default for cls in (*self.handlers, *self.foreign_handlers))
+
+    def admit(self, message: IncomingMessage) -> tuple[Envelope, Mapping[type, Handler]] | str:
+        """What to do with `message`: its envelope and the handler table to run it with, or an
+        outcome needing no transaction ("ignored", "foreign"). EventDecodeError when it is not
+        an event; Unauthenticated when it is one its owner did not sign (or not for this saga)."""
+        envelope = decode_message(message)
+        if self.keys is None:
+            return envelope, self.handlers
+        event = envelope.event
+        try:
+            authenticate(self.keys, message, envelope)
+        except Unauthenticated:
+            if type(event) in self.foreign_handlers:
+                return envelope, self.foreign_handlers
+            if type(event) in FOREIGN_STARTS:
+                return "foreign"  # anyone may publish one; only its adopter acts on it
+            raise
+        return (envelope, self.handlers) if type(event) in self.handlers else "ignored"
 
     async def handle(self, message: IncomingMessage) -> str:
-        """Process `message` to a durable outcome and return it: handled, duplicate, ignored or dead_lettered."""
+        """Process `message` to a durable outcome and return it: handled, duplicate, ignored,
+        foreign or dead_lettered."""
         event_type = message.headers.get(Header.EVENT_TYPE, "")
         if event_type in EVENT_TYPES and event_type not in self.handled_types:
             return self._count(event_type, "ignored")  # another service's business
         started = time.perf_counter()
+        label = event_type if event_type in EVENT_TYPES else "unknown"
         try:
-            envelope = decode_message(message)
+            admitted = self.admit(message)
         except EventDecodeError as error:
             await self.dead_letter(message, f"undecodable: {error}")
-            return self._count(event_type if event_type in EVENT_TYPES else "unknown", "dead_lettered")
+            return self._count(label, "dead_lettered")
+        except Unauthenticated as error:
+            metrics.UNAUTHENTICATED.labels(self.name, label).inc()
+            await self.dead_letter(message, f"unauthenticated: {error}")
+            return self._count(label, "dead_lettered")
+        if isinstance(admitted, str):
+            return self._count(label, admitted)
+        envelope, handlers = admitted
+        event_type = envelope.event.event_type
 
         error_text = ""
         for attempt in range(self.retry.attempts):
             try:
-                tx = await self.uow.handle(envelope, self.handlers)
+                tx = await self.uow.handle(envelope, handlers)
                 outcome = "duplicate" if tx is not None and tx.duplicate else "handled"
                 metrics.HANDLER_SECONDS.labels(self.name, event_type).observe(time.perf_counter() - started)
                 return self._count(event_type, outcome)
@@ -192,7 +229,8 @@ class EventConsumer:
 
         Returns the new outcome; a dead letter that fails again stays where it is.
         KeyError if unknown; EventDecodeError when the stored record is still not an event
-        (or only a minimal dead letter was kept); TransientError and handler errors pass."""
+        (or only a minimal dead letter was kept); Unauthenticated when it is not signed by its
+        owner; TransientError and handler errors pass."""
         async with self.uow.connection() as connection:
             stored = await dead_letter.load_for_replay(connection, dead_letter_id)
         if stored is None:
@@ -201,8 +239,10 @@ class EventConsumer:
             raise EventDecodeError("only where the record was is kept (a minimal dead letter): nothing to replay")
         message = IncomingMessage(stored.topic, stored.partition, stored.offset, stored.key, stored.value,
                                   tuple(stored.headers))
-        envelope = decode_message(message)
-        tx = await self.uow.handle(envelope, self.handlers)
+        admitted = self.admit(message)  # the same checks as a live record: a forged event stays refused
+        if isinstance(admitted, str):
+            return admitted
+        tx = await self.uow.handle(*admitted)
         async with self.uow.connection() as connection:
             await dead_letter.mark_replayed(connection, dead_letter_id)
         return "duplicate" if tx is not None and tx.duplicate else "handled"
@@ -212,19 +252,29 @@ class EventConsumer:
         return outcome
 
 
+_RECORD_IDS = uuid.UUID("6f0e3a52-5a1d-4c0e-9d6a-2f7d4f8e1b30")
+
+
+def record_event_id(message: IncomingMessage) -> uuid.UUID:
+    """The event id of a record that has no `id` header (an ORDER_CREATED published by hand):
+    a name-based UUID of its topic, partition and offset, the same at every redelivery."""
+    return uuid.uuid5(_RECORD_IDS, f"{message.topic}/{message.partition}/{message.offset}")
+
+
 def decode_message(message: IncomingMessage) -> Envelope:
     """The envelope of a message: event id from the `id` header, the event from the JSON value.
 
-    EventDecodeError (one line) when the id header is missing, repeated or not a UUID, the
+    A record without an `id` header gets `record_event_id` (signed events always carry one).
+    EventDecodeError (one line) when the id header is repeated or not a UUID, the
     eventType header is repeated or contradicts the payload, or the value is not a valid
     event — whatever the parser raised (deep nesting raises RecursionError, not ValueError)."""
-    for name in (Header.ID, Header.EVENT_TYPE):
+    for name in (Header.ID, Header.EVENT_TYPE, Header.SAGA_ID, Header.CAUSATION_ID, Header.SIGNATURE):
         if message.header_count(name) > 1:
             raise EventDecodeError(f"header {name!r} appears {message.header_count(name)} times")
     raw_id = message.headers.get(Header.ID)
     try:
-        event_id = uuid.UUID(raw_id or "")
-    except ValueError:
+        event_id = uuid.UUID(raw_id) if message.header_count(Header.ID) else record_event_id(message)
+    except (TypeError, ValueError):
         raise EventDecodeError(f"header {Header.ID!r} is not an event id: {preview(raw_id, 80)!r}") from None
     if message.value is None:
         raise EventDecodeError("message has no value")
@@ -239,3 +289,28 @@ def decode_message(message: IncomingMessage) -> Envelope:
         raise EventDecodeError(f"header eventType {preview(header_type, 80)!r} contradicts payload "
                                f"event_type {event.event_type}")
     return Envelope(event_id=event_id, event=event, traceparent=message.headers.get(Header.TRACEPARENT))
+
+
+FOREIGN_STARTS: frozenset[type] = frozenset({OrderCreated})
+"""Events anyone may publish: an ORDER_CREATED from outside starts a saga once order_svc adopts it."""
+
+
+def authenticate(keys: KeyRing, message: IncomingMessage, envelope: Envelope) -> None:
+    """Return when `message` is its event's owner's signed event for the saga its key names;
+    Unauthenticated (one line) otherwise: a key or sagaId header naming another saga, no
+    signature, or one that is not the owner's or does not verify."""
+    saga_id = envelope.saga_id
+    if message.key_text != saga_id:
+        raise Unauthenticated(f"the record's key {preview(message.key_text, 60)!r} is not its saga {saga_id}")
+    header_saga = message.headers.get(Header.SAGA_ID)
+    if header_saga is not None and header_saga != saga_id:
+        raise Unauthenticated(f"header sagaId {preview(header_saga, 60)!r} is not its saga {saga_id}")
+    keys.authenticate(
+        OWNERS[envelope.event.aggregate_type],
+        message.headers.get(Header.SIGNATURE),
+        event_id=str(envelope.event_id),
+        event_type=envelope.event.event_type,
+        saga_id=saga_id,
+        causation_id=message.headers.get(Header.CAUSATION_ID, ""),
+        payload=json.loads(message.value),
+    )

@@ -15,6 +15,11 @@ HANDLER_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RETRIES = Counter("saga_retries_total", "Transient failures retried.", ["service", "event_type"])
+UNAUTHENTICATED = Counter(
+    "saga_unauthenticated_events_total",
+    "Events refused because the service that owns their type did not sign them (dead-lettered).",
+    ["service", "event_type"],
+)
 DEAD_LETTERS = Counter("saga_dead_letters_total", "Messages written as dead letters.", ["service", "topic"])
 SAGAS_FINISHED = Counter("saga_sagas_finished_total", "Sagas that reached a terminal order state.", ["status", "reason"])
 SAGAS_IN_FLIGHT = Gauge("saga_sagas_in_flight", "Orders not yet CONFIRMED or CANCELLED.")

@@ -20,6 +20,7 @@ place for effects that must not run unless the handling is durable, e.g. counter
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from faust.web import Request, Response, View
 from pydantic import TypeAdapter, ValidationError
 
 from shared import logs, metrics, replication, retention
+from shared.auth import KeyRing
 from shared.consumer import EventConsumer, IncomingMessage
 from shared.kafka_consumer import EventStream, UnreadableRecord
 from shared.errors import EventDecodeError, TransientError
@@ -56,8 +58,9 @@ SLOT_FIGURES_INTERVAL = 5.0
 class _ReportingUnitOfWork(UnitOfWork):
     """A UnitOfWork that reports each transaction `handle` committed to `on_committed`."""
 
-    def __init__(self, pool: asyncpg.Pool, consumer: str, on_committed: Callable[[Transaction], None]) -> None:
-        super().__init__(pool, consumer)
+    def __init__(self, pool: asyncpg.Pool, consumer: str, on_committed: Callable[[Transaction], None],
+                 keys: KeyRing | None = None) -> None:
+        super().__init__(pool, consumer, keys)
         self.on_committed = on_committed
 
     async def handle(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:
@@ -91,8 +94,10 @@ class ServiceRuntime:
         handlers: Mapping[type, Handler],
         topics: Sequence[str],
         on_committed: Callable[[Transaction], None] | None = None,
+        foreign_handlers: Mapping[type, Handler] | None = None,
     ):
         self.settings = settings
+        self.foreign_handlers = dict(foreign_handlers or {})
         self.on_committed = on_committed
         self.name = settings.service_name
         self._pool: asyncpg.Pool | None = None
@@ -136,13 +141,22 @@ class ServiceRuntime:
                 )
         return self._pool
 
+    @functools.cached_property
+    def keys(self) -> KeyRing:
+        """This service's signing key and every service's public keys, read once from
+        `keys_dir`; without one, no key at all (it signs nothing and accepts no event)."""
+        if self.settings.keys_dir is None:
+            log.error("SAGA_KEYS_DIR is not set: this service signs nothing and accepts no event")
+            return KeyRing(None, {})
+        return KeyRing.load(self.settings.keys_dir, self.name)
+
     async def uow(self) -> UnitOfWork:
         if self.on_committed is not None:
-            return _ReportingUnitOfWork(await self.pool(), self.settings.consumer_name, self.on_committed)
-        return UnitOfWork(await self.pool(), self.settings.consumer_name)
+            return _ReportingUnitOfWork(await self.pool(), self.settings.consumer_name, self.on_committed, self.keys)
+        return UnitOfWork(await self.pool(), self.settings.consumer_name, self.keys)
 
     async def consumer(self) -> EventConsumer:
-        return EventConsumer(await self.uow(), self.handlers)
+        return EventConsumer(await self.uow(), self.handlers, keys=self.keys, foreign_handlers=self.foreign_handlers)
 
     # --- the consumer: each record settled durably, then acked ------------------------------
     # Up to `consumer_concurrency` records are handled at once, one saga's strictly in
@@ -256,6 +270,11 @@ class ServiceRuntime:
         import sys
 
         logs.configure(self.name)
+        try:
+            self.keys  # read now: a service that cannot sign or verify says so and does not start
+        except (OSError, ValueError) as error:
+            log.critical("cannot read the keys in %s: %s", self.settings.keys_dir, error)
+            raise SystemExit(78) from None
         sys.argv = [self.name, "worker", "--loglevel", "info", "--web-port", str(self.settings.http_port)]
         self.app.main()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field
@@ -49,6 +50,10 @@ class ServiceSettings(BaseSettings):
         "127.0.0.1:9092",
         validation_alias="SAGA_KAFKA_BOOTSTRAP",
     )
+    keys_dir: Path | None = Field(None, validation_alias="SAGA_KEYS_DIR")
+    """Where the services' keys are (shared/auth.py): this service signs with its own and
+    accepts events signed with any public key of their owner. Unset: it signs nothing and
+    accepts no event (a service started by `saga up` always has it)."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(gt=0, lt=65536)
     db_pool_min_size: int = Field(1, ge=0)

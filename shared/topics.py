@@ -44,3 +44,4 @@ class Header:
     SAGA_ID: Final = "sagaId"  # = order id
     CAUSATION_ID: Final = "causationId"  # id of the event that caused this one; "" for ORDER_CREATED
     TRACEPARENT: Final = "traceparent"  # W3C trace context
+    SIGNATURE: Final = "signature"  # the emitter's signature (shared/auth.py)

@@ -36,6 +36,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.auth import KeyRing
 from shared.errors import TransientError
 from shared.events import Event, encode_event
 from shared.tracing import child_traceparent, new_traceparent
@@ -84,8 +85,8 @@ RETURNING event_id
 """
 
 _INSERT_OUTBOX = """
-INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, saga_id, causation_id, traceparent)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)
+INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, saga_id, causation_id, traceparent, signature)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)
 """
 
 
@@ -115,6 +116,8 @@ class Transaction:
     """The traceparent every event emitted in this transaction carries."""
     duplicate: bool = False
     """True when the handled event was already processed: do nothing."""
+    keys: KeyRing | None = None
+    """Signs each emitted event (shared/auth.py); None signs nothing, and consumers refuse it."""
     emitted: list[tuple[uuid.UUID, Event]] = field(default_factory=list)
     """(event id, event) of each emitted event, in order."""
 
@@ -132,6 +135,7 @@ class Transaction:
             saga_id=self.saga_id,
             causation_id=self.causation_id,
             traceparent=self.traceparent,
+            keys=self.keys,
         )
         self.emitted.append((event_id, event))
         return event_id
@@ -146,9 +150,11 @@ async def write_outbox(
     saga_id: str,
     causation_id: str,
     traceparent: str,
+    keys: KeyRing | None = None,
 ) -> uuid.UUID:
     """Insert one outbox row (key = aggregate_id = saga_id) and return its new id. The
-    caller owns the transaction; `Transaction.emit` is the way for catalog events.
+    caller owns the transaction; `Transaction.emit` is the way for catalog events. The row
+    is signed with `keys` (shared/auth.py; unsigned without).
 
     OutboxRowTooLarge when the payload's JSON is over OUTBOX_PAYLOAD_LIMIT bytes."""
     event_id = uuid.uuid4()
@@ -167,6 +173,8 @@ async def write_outbox(
         saga_id,
         causation_id,
         traceparent,
+        keys.sign(event_id=str(event_id), event_type=event_type, saga_id=saga_id, causation_id=causation_id,
+                  payload=payload) if keys is not None else "",
     )
     return event_id
 
@@ -186,18 +194,21 @@ async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
 class UnitOfWork:
     """Transactions over `pool` for the consumer named `consumer` (the service name)."""
 
-    def __init__(self, pool: asyncpg.Pool, consumer: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, consumer: str, keys: KeyRing | None = None) -> None:
         self.pool = pool
         self.consumer = consumer
+        self.keys = keys
+        """Signs every event emitted in these transactions (None: unsigned)."""
 
     @classmethod
-    async def connect(cls, dsn: str, consumer: str, *, min_size: int = 1, max_size: int = 10) -> UnitOfWork:
+    async def connect(cls, dsn: str, consumer: str, *, min_size: int = 1, max_size: int = 10,
+                      keys: KeyRing | None = None) -> UnitOfWork:
         """A unit of work over a new pool to `dsn`; `close()` it when done."""
         try:
             pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
         except _TRANSIENT as error:
             raise TransientError(_describe(error)) from error
-        return cls(pool, consumer)
+        return cls(pool, consumer, keys)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -215,6 +226,7 @@ class UnitOfWork:
                 causation_id=str(envelope.event_id),
                 traceparent=child_traceparent(envelope.traceparent),
                 duplicate=inserted is None,
+                keys=self.keys,
             )
 
     @asynccontextmanager
@@ -227,6 +239,7 @@ class UnitOfWork:
                 saga_id=str(saga_id),
                 causation_id="",
                 traceparent=child_traceparent(traceparent) if traceparent else new_traceparent(),
+                keys=self.keys,
             )
 
     async def handle(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:

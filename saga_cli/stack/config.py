@@ -1,6 +1,7 @@
 """Settings of the native stack: every port, path and heap can be overridden by a SAGA_* variable."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -68,6 +69,11 @@ class StackSettings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def keys_dir(self) -> Path:
+        """The services' signing keys and the public keys they accept (shared/auth.py)."""
+        return Path(os.environ.get("SAGA_KEYS_DIR") or self.home / "keys")
 
     def service_password(self, role: str) -> str:
         """Each service role's password (dev default: the role name), overridable as SAGA_<ROLE>_PASSWORD."""

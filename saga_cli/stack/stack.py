@@ -46,6 +46,7 @@ class Stack:
         """Start what is not running; idempotent. Returns the seconds it took."""
         began = time.monotonic()
         self.install(say)
+        self.ensure_keys(say)
         for component in self.components:
             if component.find() is not None:
                 say(f"{component.name:<14} already running")
@@ -67,12 +68,21 @@ class Stack:
         publications, topics, connectors — what `up` does after starting each part."""
         import asyncio
 
+        self.ensure_keys(say)
         self.postgres.prepare()
         say("postgres       databases, roles, schemas and publications ready")
         asyncio.run(self.kafka.create_topics())
         say("kafka          topics ready")
         names = self.connect.register_connectors()
         say(f"connectors     {', '.join(names)} RUNNING")
+
+    def ensure_keys(self, say: Callable[[str], None] = print) -> None:
+        """Every service's signing key under `keys_dir` (made once; shared/auth.py)."""
+        from shared import auth
+
+        made = auth.ensure_keys(self.settings.keys_dir)
+        if made:
+            say(f"keys           signing keys made for {', '.join(made)} in {self.settings.keys_dir}")
 
     def install(self, say: Callable[[str], None] = print) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)

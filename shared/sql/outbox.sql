@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS outbox_created_at ON outbox (created_at);
+-- signature: the emitting service's Ed25519 signature of the event (shared/auth.py),
+--   published as the `signature` header; consumers act only on events their owner signed.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS signature text NOT NULL DEFAULT '';
 
 CREATE TABLE IF NOT EXISTS inbox (
     consumer     text        NOT NULL,

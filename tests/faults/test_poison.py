@@ -97,9 +97,10 @@ def valid_event(event_type: str, order_id: str, catalog: Catalog) -> dict:
 
 
 # topic → (event type with a schema-breaking payload, how it breaks), (type sent as schema_version 2),
-#          (valid event sent without an id header)
+#          (valid event sent without an id header or signature)
 PER_TOPIC = {
-    "events.order": (("ORDER_CREATED", {"items": [], "amount": 12.5}), "ORDER_CONFIRMATION_FAILED", "ORDER_CREATED"),
+    "events.order": (("ORDER_CREATED", {"items": [], "amount": 12.5}), "ORDER_CONFIRMATION_FAILED",
+                     "ORDER_CONFIRMATION_FAILED"),
     "events.inventory": (("INVENTORY_RESERVED", {"amount": "-3.00"}), "INVENTORY_RELEASED", "INVENTORY_REJECTED"),
     "events.payment": (("PAYMENT_FAILED", {"reason": "bad_luck"}), "PAYMENT_REFUNDED", "PAYMENT_FAILED"),
 }
@@ -124,7 +125,9 @@ def poison_for(topic: str, partition: int, catalog: Catalog) -> list[Poison]:
     future = {**valid_event(old_version_type, str(uuid.uuid4()), catalog), "schema_version": 2}
     add(f"{old_version_type} schema_version 2", json.dumps(future).encode(), "unsupported schema_version 2", old_version_type)
     unidentified = valid_event(unidentified_type, str(uuid.uuid4()), catalog)
-    add(f"{unidentified_type} without id header", json.dumps(unidentified).encode(), "header 'id' is not an event id",
+    # A valid event without an id header (and so without its owner's signature): refused. (An
+    # ORDER_CREATED without one is what anyone may publish to start a saga: order_svc adopts it.)
+    add(f"{unidentified_type} without id header", json.dumps(unidentified).encode(), "unauthenticated: no signature",
         unidentified_type, with_id=False)
     for item in poison:  # the payload's order id is the key, as a real producer would do
         try:
