@@ -36,13 +36,14 @@ pytestmark = pytest.mark.faults
 
 PARTITIONS = 3
 CONSUMERS = {
-    "events.order": ("inventory_svc", "payment_svc"),
+    "events.order": ("order_svc", "inventory_svc", "payment_svc"),
     "events.inventory": ("order_svc", "payment_svc"),
     "events.payment": ("order_svc", "inventory_svc"),
 }
-"""topic → the services that consume it (their app.py)."""
+"""topic → the services that consume it (their app.py; order_svc reads events.order for the
+ORDER_CREATED events anyone may publish, which it adopts)."""
 HANDLED = {
-    name: {cls.model_fields["event_type"].default for cls in handlers}
+    name: {cls.model_fields["event_type"].default for cls in handlers} | ({"ORDER_CREATED"} if name == "order_svc" else set())
     for name, handlers in (("order_svc", ORDER_HANDLERS), ("inventory_svc", INVENTORY_HANDLERS),
                            ("payment_svc", PAYMENT_HANDLERS))
 }
