@@ -96,6 +96,13 @@ class KafkaEvent:
         return self.headers.get("causationId") or None
 
     @property
+    def signed(self) -> bool:
+        """Whether it carries a signature header, as every event a service emits does. The CLI
+        holds no keys: whether the signature verifies is for the consumers to say (an event
+        they refuse shows as a DEAD_LETTER whose error starts "unauthenticated")."""
+        return bool(self.headers.get("signature"))
+
+    @property
     def at(self) -> str:
         return iso_time(self.timestamp_ms)
 

@@ -49,6 +49,7 @@ class Step:
             "hop_ms": self.hop_ms,
             "compensation": self.compensation,
             "duplicate": self.duplicate,
+            "signed": event.signed,
             "traceparent": event.headers.get("traceparent"),
             "payload": event.value,
         }

@@ -116,10 +116,14 @@ def _print_timeline(order_id: str, steps: list[Step]) -> None:
     legend = "hop: time since the event that caused it"
     if any(step.compensation for step in steps):
         legend += " · ↺ compensation"
+    if any(step.event.event_type == "DEAD_LETTER" for step in steps):
+        legend += " · DEAD_LETTER: a consumer refused an event of this saga (its error below it)"
     out.print(Text(legend, style="dim"))
 
 
-EVENT_STYLES = {"ORDER_CONFIRMED": "bold green", "ORDER_CANCELLED": "bold red"}
+EVENT_STYLES = {"ORDER_CONFIRMED": "bold green", "ORDER_CANCELLED": "bold red", "DEAD_LETTER": "bold red"}
+SIGNED_TOPICS = frozenset(topic for topic in SAGA_TOPICS if topic != "events.deadletter")
+"""Topics whose events the services sign; one without a signature was published by someone else."""
 
 
 def _event_cell(step: Step) -> Text:
@@ -130,6 +134,8 @@ def _event_cell(step: Step) -> Text:
     text.append(one_line(name, EVENT_CHARS), style=EVENT_STYLES.get(name, "yellow" if step.compensation else ""))
     if step.duplicate:
         text.append(" (duplicate)", style="dim")
+    if not step.event.signed and step.event.topic in SIGNED_TOPICS:
+        text.append(" (unsigned: from outside)", style="magenta")
     detail = _detail(step.event.value)
     if detail:
         text.append(f"\n  {detail}", style="dim")
@@ -144,7 +150,8 @@ def _detail(payload: Any) -> str:
     if skus:
         parts.append(", ".join(str(sku) for sku in skus) if isinstance(skus, list) else str(skus))
     if payload.get("error"):
-        parts.append(one_line(str(payload["error"]), 60))
+        by = f"{payload['consumer']}: " if isinstance(payload.get("consumer"), str) else ""
+        parts.append(one_line(by + str(payload["error"]), 60))
     return one_line(" ".join(parts), EVENT_CHARS)
 
 
