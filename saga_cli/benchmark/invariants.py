@@ -43,6 +43,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from saga_cli.stack.config import StackSettings
+from saga_cli.kafka import fetch
+from shared.auth import OWNERS, KeyRing, Unauthenticated
 
 __all__ = ["Seeded", "Snapshot", "Report", "Message", "check", "read_databases", "read_topics", "connect_read_only",
            "database_report", "topic_report", "TERMINAL", "TOPIC_OF", "SAGA_TOPICS"]
@@ -51,6 +53,16 @@ TERMINAL = ("CONFIRMED", "CANCELLED")
 TOPIC_OF = {"order": "events.order", "inventory": "events.inventory", "payment": "events.payment",
             "deadletter": "events.deadletter"}
 SAGA_TOPICS = ("events.order", "events.inventory", "events.payment")
+TOPIC_AGGREGATE = {"events.order": "order", "events.inventory": "inventory", "events.payment": "payment"}
+
+
+def _ring(settings: StackSettings) -> KeyRing | None:
+    """The stack's public keys, or None when it has none (then every message counts as signed)."""
+    try:
+        ring = KeyRing.load(settings.keys_dir, None)
+    except (OSError, ValueError):
+        return None
+    return ring if ring.public_keys else None
 TIME_MARGIN_MS = 5_000
 
 
@@ -115,7 +127,7 @@ async def check(
             break
         await asyncio.sleep(0.5)
     while True:  # the last outbox rows may still be on their way to Kafka
-        messages = await read_topics(settings.kafka_bootstrap, keys, since_ms - TIME_MARGIN_MS)
+        messages = await read_topics(settings.kafka_bootstrap, keys, since_ms - TIME_MARGIN_MS, ring=_ring(settings))
         topics = topic_report(snapshot, messages, order_ids)
         if not topics.violations or time.monotonic() > deadline:
             break
@@ -172,10 +184,16 @@ class Message:
     event_type: str
     timestamp_ms: int = 0
     """The record's timestamp (CreateTime: set by the producer, for Debezium the time it read the change)."""
+    authentic: bool = True
+    """Signed by the service that owns its type (shared/auth.py); False for what anyone else
+    published (a foreign ORDER_CREATED, a forged event), which the services do not act on."""
 
 
-async def read_topics(bootstrap: str, keys: Collection[str], since_ms: int, timeout: float = 60.0) -> list[Message]:
-    """The messages with one of `keys` on the four topics, from `since_ms` up to the ends seen at start."""
+async def read_topics(bootstrap: str, keys: Collection[str], since_ms: int, timeout: float = 60.0,
+                      ring: KeyRing | None = None) -> list[Message]:
+    """The messages with one of `keys` on the four topics, from `since_ms` up to the ends seen at
+    start. Records anyone produced are read too (keys and headers decoded with replacement, a
+    record the client cannot parse skipped): the checks decide what they mean."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
@@ -198,20 +216,37 @@ async def read_topics(bootstrap: str, keys: Collection[str], since_ms: int, time
         while pending:
             if time.monotonic() > deadline:
                 raise AssertionError(f"topics not read to their end within {timeout:.0f}s: {sorted(pending)}")
-            batches = await consumer.getmany(*pending, timeout_ms=1000)
+            batches = await fetch(consumer, sorted(pending), timeout_ms=1000)
             for tp, records in batches.items():
-                for record in records:
-                    key = record.key.decode() if record.key is not None else None
+                for record in records:  # anyone may have produced them: decode nothing strictly
+                    key = record.key.decode("utf-8", "replace") if record.key is not None else None
                     if record.offset < end[tp] and key in keys:
-                        headers = {name: value.decode() for name, value in record.headers or ()}
+                        headers = {name: value.decode("utf-8", "replace")
+                                   for name, value in record.headers or () if value is not None}
                         messages.append(Message(tp.topic, key, headers.get("id", ""), headers.get("eventType", ""),
-                                                record.timestamp))
+                                                record.timestamp, _authentic(ring, record, headers)))
             for tp in list(pending):
                 if await consumer.position(tp) >= end[tp]:
                     pending.discard(tp)
         return messages
     finally:
         await consumer.stop()
+
+
+def _authentic(ring: KeyRing | None, record, headers: Mapping[str, str]) -> bool:
+    """Whether `record` is its owner's signed event (True for everything when there is no ring,
+    and for the dead-letter topic, whose records the checks only count)."""
+    if ring is None or record.topic not in SAGA_TOPICS:
+        return True
+    try:
+        payload = json.loads(record.value)
+        ring.authenticate(OWNERS[TOPIC_AGGREGATE[record.topic]], headers.get("signature"),
+                          event_id=headers.get("id", ""), event_type=headers.get("eventType", ""),
+                          saga_id=str(payload["order_id"]), causation_id=headers.get("causationId", ""),
+                          payload=payload)
+    except (Unauthenticated, ValueError, TypeError, KeyError, RecursionError):
+        return False
+    return True
 
 
 # --- checking -----------------------------------------------------------------------------
@@ -318,7 +353,7 @@ def topic_report(s: Snapshot, messages: list[Message], order_ids: list[str]) -> 
     per_type: dict[tuple[str, str], set[str]] = defaultdict(set)
     for m in messages:
         seen[m.topic].add(m.event_id)
-        if m.topic in SAGA_TOPICS:
+        if m.topic in SAGA_TOPICS and m.authentic:  # what others published changes nothing (I9)
             per_type[(m.key, m.event_type)].add(m.event_id)
 
     # I4 (topics): one id per (saga, type), redeliveries repeat that id
