@@ -6,13 +6,17 @@ consumer gave up on which record (topic, partition, offset), why, and when. `lis
 reads every partition of that topic from the beginning up to the end offsets seen at
 start, so it always terminates. `replay ID` asks the consumer that recorded the dead
 letter to run the stored message through its handlers again
-(POST /deadletters/{id}/replay); the inbox keeps a second replay a no-op.
+(POST /deadletters/{id}/replay); the inbox keeps a second replay a no-op. `replay --all`
+asks each service (or one, --consumer) to replay every dead letter it has not replayed
+yet (POST /deadletters/replay), in the order the records arrived.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections import Counter
+from datetime import datetime, timezone
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -26,7 +30,8 @@ from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC, Service
 from saga_cli.errors import CliError
 from saga_cli.http_client import Conflict, NotFound, ServiceClient
 from saga_cli.kafka import READ_TIMEOUT_S, Consumer, KafkaEvent, kafka_consumer, partitions_by_topic, read_range
-from saga_cli.output import console, print_json
+from saga_cli.output import console, one_line, print_json
+from saga_cli.parsing import parse_since
 
 DEADLETTER_TOPIC = "events.deadletter"
 DEAD_LETTER_EVENT_TYPE = "DEAD_LETTER"
@@ -161,10 +166,32 @@ def list_dead_letters(
 
 @dlq_app.command("replay")
 def replay(
-    dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="A dead letter id (from `saga dlq list`).", show_default=False)],
+    dead_letter_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="A dead letter id (from `saga dlq list`).", show_default=False),
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Every dead letter not yet replayed.")] = False,
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", metavar="SERVICE", help="With --all: only this service's.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="TIME", help="With --all: only those that failed at or after this time "
+                     "(ISO-8601, local time if no offset, or epoch ms)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a dead letter's message through the service that gave up on it; a second replay changes nothing."""
+    """Run a dead letter's message through the service that gave up on it; a second replay changes nothing.
+    With --all, every dead letter not yet replayed, each service's in the order their records arrived."""
+    if replay_all:
+        if dead_letter_id is not None:
+            raise CliError("give an ID or --all, not both")
+        _replay_all(consumer, since, as_json)
+        return
+    if dead_letter_id is None:
+        raise CliError("give a dead letter ID (see `saga dlq list`), or --all")
+    if consumer is not None or since is not None:
+        raise CliError("--consumer and --since go with --all")
     ident = _parse_id(dead_letter_id)
     letter = next((letter for letter in read_dead_letters() if letter.id == ident), None)
     if letter is None:
@@ -175,6 +202,32 @@ def replay(
     else:
         print(f"dead letter {letter.id} ({letter.event_type or 'message'} from {_coordinates(letter)}) "
               f"replayed by {letter.consumer}: {_describe_outcome(outcome)}")
+
+
+def _replay_all(consumer: str | None, since: str | None, as_json: bool) -> None:
+    """POST /deadletters/replay to each service (or `consumer`); one line each, or one JSON list."""
+    if consumer is not None and consumer not in SERVICES:
+        raise CliError(f"--consumer must be one of {', '.join(SERVICES)}, not {consumer!r}")
+    body: dict[str, Any] = {}
+    if since is not None:
+        body["since"] = datetime.fromtimestamp(parse_since(since) / 1000, tz=timezone.utc).isoformat()
+    results = []
+    for name, service in SERVICES.items():
+        if consumer is not None and name != consumer:
+            continue
+        answer = ServiceClient(service).post("/deadletters/replay", body=body)
+        replayed = answer.get("replayed", []) if isinstance(answer, dict) else []
+        failed = answer.get("failed", []) if isinstance(answer, dict) else []
+        results.append({"consumer": name, "replayed": replayed, "failed": failed})
+    if as_json:
+        print_json(results)
+        return
+    for result in results:
+        outcomes = Counter(str(item.get("outcome")) for item in result["replayed"])
+        summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "none"
+        print(f"{result['consumer']}: {len(result['replayed'])} replayed ({summary}), {len(result['failed'])} failed again")
+        for item in result["failed"]:
+            print(f"  {item.get('id')}: {one_line(str(item.get('error')), 160)}")
 
 
 def replay_dead_letter(letter: DeadLetter) -> str:

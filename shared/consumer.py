@@ -7,11 +7,14 @@ Invariants:
     The caller acks the message only after that, so an offset never moves past an
     event whose effects are not committed.
   * Transient failures (TransientError: connection lost, serialization failure,
-    deadlock…) are retried with exponential backoff and equal jitter, `RetryPolicy.attempts`
-    times (8–16 s in all); then the message is dead-lettered. Any other failure, and a
-    message that cannot be decoded (any bytes, any size, any headers, whatever the
-    parser raises), is dead-lettered at once: retrying a deterministic failure only
-    blocks the partition.
+    deadlock, a cached statement a migration invalidated…) are retried with capped
+    exponential backoff and equal jitter for as long as they last: a transient failure
+    never becomes a dead letter (the consumer pauses its partitions meanwhile and keeps
+    its group membership: shared/kafka_consumer.py). A message that cannot be decoded
+    (any bytes, any size, any headers, whatever the parser raises) or authenticated, and
+    an event whose handler fails deterministically, is dead-lettered at once — unless
+    handler failures come `Breaker.threshold` in a row: that is a bug, and the events wait
+    and retry instead.
   * A record's content never stops the consumer: the dead letter is a bounded, safe copy
     (shared/dead_letter.py); if even that cannot be written for a reason that is not
     transient, a minimal one (where and why) is. When the database is down it keeps
@@ -28,6 +31,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shared import dead_letter, metrics
@@ -96,19 +100,52 @@ def _as_bytes(value: Any) -> bytes | None:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Six attempts spaced 0.125–0.25 s, 0.25–0.5 s, … up to 4–8 s: a message is dead-lettered
-    for a transient failure only after 8–16 s of them, so a database restart or a terminated
-    connection (a few seconds) is ridden out rather than parked as a dead letter."""
+    """Backoff for transient failures, retried for as long as they last (a transient failure
+    never becomes a dead letter): 0.125–0.25 s, 0.25–0.5 s, … then 5–10 s between attempts."""
 
-    attempts: int = 6
     base_delay: float = 0.25
     max_delay: float = 10.0
 
     def delay(self, attempt: int) -> float:
         """Equal jitter: uniform in [cap/2, cap] with cap = min(max, base·2^attempt), so the
         retries always span at least half the whole backoff."""
-        cap = min(self.max_delay, self.base_delay * (2**attempt))
+        cap = min(self.max_delay, self.base_delay * (2 ** min(attempt, 30)))
         return random.uniform(cap / 2, cap)
+
+
+@dataclass
+class Breaker:
+    """Trips when `threshold` events in a row fail in their handler for a reason that is not
+    transient — a bug, not a bad record — so a bug that hits every event does not turn a
+    whole stream into dead letters. While open, every failing event waits `cool_down`
+    seconds and is tried again instead of being dead-lettered (its partition fills the
+    consumer's slots and pauses); the first event handled successfully closes it.
+    Readiness is false while it is open."""
+
+    threshold: int = 5
+    cool_down: float = 15.0
+    failures_in_row: int = 0
+    opened_at: float | None = None
+    last_error: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None
+
+    def failed(self, error: str) -> bool:
+        """Count one handler failure; True when the breaker is (now) open."""
+        self.failures_in_row += 1
+        self.last_error = error
+        if self.opened_at is None and self.failures_in_row >= self.threshold:
+            self.opened_at = time.monotonic()
+            log.error("breaker open: %d handler failures in a row, the last: %s; failing events now wait and "
+                      "retry instead of being dead-lettered", self.failures_in_row, error)
+        return self.open
+
+    def succeeded(self) -> None:
+        if self.opened_at is not None:
+            log.warning("breaker closed after %.0f s: an event was handled", time.monotonic() - self.opened_at)
+        self.failures_in_row, self.opened_at = 0, None
 
 
 @dataclass
@@ -124,6 +161,7 @@ class EventConsumer:
     handlers: Mapping[type, Handler]
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     keys: KeyRing | None = None
+    breaker: Breaker = field(default_factory=Breaker)
     foreign_handlers: Mapping[type, Handler] = field(default_factory=dict)
 
     @property
@@ -174,24 +212,30 @@ class EventConsumer:
         envelope, handlers = admitted
         event_type = envelope.event.event_type
 
-        error_text = ""
-        for attempt in range(self.retry.attempts):
+        attempt = 0
+        while True:
             try:
                 tx = await self.uow.handle(envelope, handlers)
-                outcome = "duplicate" if tx is not None and tx.duplicate else "handled"
-                metrics.HANDLER_SECONDS.labels(self.name, event_type).observe(time.perf_counter() - started)
-                return self._count(event_type, outcome)
-            except TransientError as error:
-                error_text = f"transient, {attempt + 1} attempts: {error}"
+            except TransientError as error:  # retried for as long as it lasts: never a dead letter
                 metrics.RETRIES.labels(self.name, event_type).inc()
-                log.warning("retrying %s %s after %s", event_type, envelope.event_id, error)
+                log.warning("retrying %s %s after %s (attempt %d)", event_type, envelope.event_id, error, attempt + 1)
                 await asyncio.sleep(self.retry.delay(attempt))
-            except Exception as error:  # a deterministic failure: retrying would block the partition
+                attempt += 1
+                continue
+            except Exception as error:  # deterministic: retrying would block the partition, unless it is a bug
                 log.exception("handler for %s %s failed", event_type, envelope.event_id)
                 error_text = f"{type(error).__name__}: {' '.join(str(error).split())}"
-                break
-        await self.dead_letter(message, error_text)
-        return self._count(event_type, "dead_lettered")
+                if self.breaker.failed(error_text):
+                    metrics.BREAKER_OPEN.labels(self.name).set(1)
+                    await asyncio.sleep(self.breaker.cool_down)
+                    continue
+                await self.dead_letter(message, error_text)
+                return self._count(event_type, "dead_lettered")
+            self.breaker.succeeded()
+            metrics.BREAKER_OPEN.labels(self.name).set(0)
+            outcome = "duplicate" if tx is not None and tx.duplicate else "handled"
+            metrics.HANDLER_SECONDS.labels(self.name, event_type).observe(time.perf_counter() - started)
+            return self._count(event_type, outcome)
 
     async def dead_letter(self, message: IncomingMessage, error: str, *, minimal: bool = False) -> None:
         """Record `message` as a dead letter and publish it to events.deadletter through the outbox.
@@ -246,6 +290,24 @@ class EventConsumer:
         async with self.uow.connection() as connection:
             await dead_letter.mark_replayed(connection, dead_letter_id)
         return "duplicate" if tx is not None and tx.duplicate else "handled"
+
+    async def replay_all(self, since: datetime | None = None) -> dict[str, Any]:
+        """Replay every dead letter of this consumer not yet replayed (and not minimal), failed at
+        or after `since`, one after another in the order their records arrived (topic,
+        partition, offset: one saga's events in their order). Each goes through `replay`: the
+        same checks and inbox as live events. Returns {"replayed": [{"id", "outcome"}], "failed":
+        [{"id", "error"}]}; a dead letter that fails again stays. TransientError passes."""
+        async with self.uow.connection() as connection:
+            pending = await dead_letter.pending(connection, since)
+        replayed, failed = [], []
+        for ident in pending:
+            try:
+                replayed.append({"id": str(ident), "outcome": await self.replay(ident)})
+            except TransientError:
+                raise
+            except Exception as error:  # it fails again: it stays a dead letter, the others go on
+                failed.append({"id": str(ident), "error": preview(f"{type(error).__name__}: {error}", 300)})
+        return {"replayed": replayed, "failed": failed}
 
     def _count(self, event_type: str, outcome: str) -> str:
         metrics.EVENTS_HANDLED.labels(self.name, event_type, outcome).inc()

@@ -39,7 +39,7 @@ from shared.uow import write_outbox
 
 __all__ = [
     "DEAD_LETTER_EVENT_TYPE", "RawRecord", "header_preview", "insert", "insert_minimal",
-    "load_for_replay", "mark_replayed", "StoredRecord",
+    "load_for_replay", "mark_replayed", "pending", "StoredRecord",
 ]
 
 DEAD_LETTER_EVENT_TYPE = "DEAD_LETTER"
@@ -257,6 +257,19 @@ async def load_for_replay(connection: asyncpg.Connection, dead_letter_id: uuid.U
         None if row["raw_value"] is None else row["raw_value"].encode(),
         [(str(name), None if v is None else str(v).encode()) for name, v in pairs], False, False,
     )
+
+
+_PENDING = """
+SELECT id FROM dead_letters
+WHERE replayed_at IS NULL AND NOT minimal AND ($1::timestamptz IS NULL OR failed_at >= $1)
+ORDER BY topic, kafka_partition, kafka_offset
+"""
+
+
+async def pending(connection: asyncpg.Connection, since: datetime | None = None) -> list[uuid.UUID]:
+    """Ids of the dead letters not yet replayed (minimal ones have nothing to replay), failed at
+    or after `since`, in the order their records arrived (topic, partition, offset)."""
+    return [row["id"] for row in await connection.fetch(_PENDING, since)]
 
 
 async def mark_replayed(connection: asyncpg.Connection, dead_letter_id: uuid.UUID) -> None:

@@ -40,6 +40,40 @@ class KeyedDispatcher:
     def in_flight(self) -> int:
         return len(self._running)
 
+    @property
+    def free(self) -> int:
+        """Slots free now: `submit` of this many does not wait."""
+        return self.limit - len(self._running)
+
+    async def wait_for_free_slot(self, timeout: float) -> None:
+        """Return once a slot is free, or after `timeout` seconds."""
+        if self.free > 0 or not self._running:
+            return
+        await asyncio.wait(set(self._running), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
+    async def join(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far has finished, at most `timeout` seconds
+        (None: as long as it takes). True when nothing is left in flight."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._running:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            await asyncio.wait(set(self._running), timeout=remaining)
+        return True
+
+    async def cancel(self) -> int:
+        """Cancel everything in flight and wait for it to end; returns how many were cancelled.
+        Cancelled work was not acked: its records are delivered again (to this consumer or
+        another), and the inbox makes that a no-op if its transaction did commit."""
+        running = set(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+        return len(running)
+
     async def submit(self, key: Hashable, work: Callable[[], Awaitable[None]],
                      admit: Callable[[], bool] | None = None) -> bool:
         """Schedule `work()` after the previous work for `key`; wait first while `limit` are in flight.
@@ -55,11 +89,6 @@ class KeyedDispatcher:
         self._last[key] = task
         self._running.add(task)
         return True
-
-    async def join(self) -> None:
-        """Wait until everything submitted so far has finished."""
-        while self._running:
-            await asyncio.wait(set(self._running))
 
     async def _run(self, key: Hashable, previous: asyncio.Task | None, work: Callable[[], Awaitable[None]]) -> None:
         try:

@@ -12,8 +12,12 @@ Invariants:
     handled to a durable outcome (its callback returned): a crash at any moment
     redelivers, it never skips.
   * On a rebalance (aiokafka's is eager: everything is revoked, then assigned) nothing
-    new is started for the old assignment, the records in flight are waited for, and
-    their offsets are committed before the partitions go. Records fetched under the
+    new is started for the old assignment, the records in flight are waited for (at most
+    REVOKE_DRAIN_SECONDS, then cancelled, unacked), and the offsets of those that settled
+    are committed before the partitions go.
+  * The fetch loop never blocks on busy handlers: when every slot is taken (handlers
+    retrying through an outage) the partitions are paused and the loop keeps polling, so
+    the member keeps its group membership for as long as the outage lasts. Records fetched under the
     old assignment and not started are dropped: the group refetches them from the
     committed offset, here or in another member.
   * One consumer group per service (its name), the same group faust used, so its
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -58,7 +63,16 @@ fetching in batches again (the unreadable one is found within them, or the next 
 fails again and another careful pass follows)."""
 
 STOP_DRAIN_SECONDS = 15.0
-"""On shutdown, how long the records in flight get to finish before the consumer leaves anyway."""
+"""On shutdown, how long the records in flight get to finish before they are cancelled (not
+acked: whoever takes the partitions next gets them again)."""
+
+REVOKE_DRAIN_SECONDS = 5.0
+"""On a rebalance, how long the records in flight get to finish before they are cancelled. A
+record whose handler is retrying through a database outage would otherwise hold the rebalance
+past its timeout, and the group would churn exactly when the database is unwell."""
+
+REBALANCE_TIMEOUT_MS = 30_000
+"""How long the group waits for its members to rejoin; above REVOKE_DRAIN_SECONDS plus a commit."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ class EventStream(Service):
             fetch_max_wait_ms=fetch_max_wait_ms,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         )
         self.commit_interval = commit_interval
         self._consumer: AIOKafkaConsumer | None = None
@@ -116,15 +131,43 @@ class EventStream(Service):
         self._positions: dict[TopicPartition, int] = {}  # next offset to commit
         self._committed: dict[TopicPartition, int] = {}
         self._taken: dict[TopicPartition, int] = {}  # next offset not yet taken from the client
+        self._paused = False
+        self._last_progress = time.monotonic()  # when a record last settled (or there was nothing to do)
         self._tasks: list[asyncio.Future] = []
 
     # --- what /health asks ---------------------------------------------------------------
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
 
+    def lag(self) -> int:
+        """Records on the assigned partitions not yet settled here: each partition's high
+        watermark (as of the last fetch) minus the next offset to commit. 0 when unknown."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for tp in self._assigned:
+            high = consumer.highwater(tp)
+            done = self._positions.get(tp, self._committed.get(tp))
+            if high is not None and done is not None:
+                total += max(high - done, 0)
+        return total
+
+    def seconds_without_progress(self) -> float:
+        """Seconds since a record last settled, or 0 when there is nothing to settle (no lag)."""
+        if self.lag() == 0:
+            self._last_progress = time.monotonic()
+            return 0.0
+        return time.monotonic() - self._last_progress
+
     @property
     def running(self) -> bool:
         return self._consumer is not None and not self.should_stop
+
+    @property
+    def fetch_loop_alive(self) -> bool:
+        """Whether the fetch loop is started and has not ended (it ends only with the process)."""
+        return bool(self._tasks) and not self._tasks[0].done()
 
     # --- lifecycle -----------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -139,10 +182,10 @@ class EventStream(Service):
         if consumer is None:
             return
         try:
-            await asyncio.wait_for(self._dispatcher.join(), STOP_DRAIN_SECONDS)
+            if not await self._dispatcher.join(STOP_DRAIN_SECONDS):
+                cancelled = await self._dispatcher.cancel()
+                log.warning("stopping with %d messages still in flight; they will be redelivered", cancelled)
             await self._commit(consumer, self._assigned)
-        except asyncio.TimeoutError:
-            log.warning("stopping with messages still in flight; they will be redelivered")
         finally:
             await consumer.stop()  # leaves the group: its partitions move at once
 
@@ -164,8 +207,13 @@ class EventStream(Service):
         self._consumer = consumer = await self._connect()
         self._tasks.append(asyncio.ensure_future(self._commit_periodically(consumer)))
         while not self.should_stop:
+            free = self._dispatcher.free
+            if free == 0:  # every slot busy (e.g. retrying through an outage): keep polling, fetch nothing
+                await self._pause_while_busy(consumer)
+                continue
+            self._resume(consumer)
             try:
-                batches = await consumer.getmany(timeout_ms=1000)
+                batches = await consumer.getmany(timeout_ms=1000, max_records=free)
             except ConsumerStoppedError:
                 return
             except KafkaError as error:  # aiokafka recovers by itself; say so and ask again
@@ -179,6 +227,26 @@ class EventStream(Service):
             for tp, records in batches.items():
                 for record in records:
                     await self._submit(generation, tp, record)
+
+    async def _pause_while_busy(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause every assigned partition and poll without fetching until a slot is free. The
+        member keeps calling the client (its poll interval) and heartbeating, so it stays in
+        its group however long its handlers wait; nothing fetched is dropped unprocessed."""
+        if not self._paused:
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+        await self._dispatcher.wait_for_free_slot(1.0)
+        try:
+            await consumer.getmany(timeout_ms=0)
+        except KafkaError:
+            pass
+        except Exception:
+            pass  # an unparseable record cannot come from paused partitions; the next fetch finds it
+
+    def _resume(self, consumer: AIOKafkaConsumer) -> None:
+        if self._paused:
+            consumer.resume(*consumer.assignment())
+            self._paused = False
 
     async def _submit(self, generation: int, tp: TopicPartition, record: ConsumerRecord | UnreadableRecord) -> None:
         if generation == self._generation:
@@ -241,6 +309,7 @@ class EventStream(Service):
 
     def _acked(self, record: ConsumerRecord) -> None:
         self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self._last_progress = time.monotonic()
 
     # --- offsets ---------------------------------------------------------------------------
     async def _commit_periodically(self, consumer: AIOKafkaConsumer) -> None:
@@ -262,7 +331,10 @@ class EventStream(Service):
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         self._generation += 1  # nothing fetched before this starts any more
-        await self._dispatcher.join()
+        if not await self._dispatcher.join(REVOKE_DRAIN_SECONDS):
+            cancelled = await self._dispatcher.cancel()
+            log.warning("rebalance: %d messages still in flight after %.0f s cancelled; they will be redelivered",
+                        cancelled, REVOKE_DRAIN_SECONDS)
         if self._consumer is not None:
             await self._commit(self._consumer, revoked)
         for tp in revoked:
@@ -274,6 +346,8 @@ class EventStream(Service):
 
     def _assigned_now(self, assigned: set[TopicPartition]) -> None:
         self._assigned = set(assigned)
+        self._paused = False  # a new assignment starts unpaused
+        self._last_progress = time.monotonic()
         log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none")
 
 

@@ -20,6 +20,12 @@ UNAUTHENTICATED = Counter(
     "Events refused because the service that owns their type did not sign them (dead-lettered).",
     ["service", "event_type"],
 )
+BREAKER_OPEN = Gauge(
+    "saga_breaker_open", "1 while the service's handler breaker is open (handler failures in a row).", ["service"])
+CONSUMER_LAG = Gauge("saga_consumer_lag", "Records on the service's partitions not yet settled.", ["service"])
+SECONDS_WITHOUT_PROGRESS = Gauge(
+    "saga_consumer_seconds_without_progress", "Seconds since a record last settled while there is lag.", ["service"])
+READY = Gauge("saga_ready", "1 when /readyz answers 200.", ["service"])
 DEAD_LETTERS = Counter("saga_dead_letters_total", "Messages written as dead letters.", ["service", "topic"])
 SAGAS_FINISHED = Counter("saga_sagas_finished_total", "Sagas that reached a terminal order state.", ["status", "reason"])
 SAGAS_IN_FLIGHT = Gauge("saga_sagas_in_flight", "Orders not yet CONFIRMED or CANCELLED.")

@@ -22,7 +22,8 @@ Invariants:
   * Isolation is READ COMMITTED: handlers take the row locks they need (SELECT ... FOR
     UPDATE in a fixed order, or conditional UPDATEs) instead of relying on SERIALIZABLE,
     so a conflict waits rather than aborts. Failures worth retrying (serialization
-    failure, deadlock, lost/refused connection, lock timeout, pool timeout) surface as
+    failure, deadlock, lost/refused connection, lock timeout, pool timeout, a cached
+    statement invalidated by a migration) surface as
     `TransientError` with nothing committed; every other exception passes unchanged.
 """
 from __future__ import annotations
@@ -67,6 +68,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresConnectionError,  # 08xxx, and a connection lost mid-query
     asyncpg.exceptions.OperatorInterventionError,  # 57xxx: admin/crash shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # 53xxx: too many connections, out of memory
+    asyncpg.exceptions.InvalidCachedStatementError,  # a migration changed a type a prepared statement used:
+    #                                                  asyncpg drops the statement, and the retry prepares it anew
     ConnectionError,
     OSError,
     TimeoutError,
@@ -194,11 +197,15 @@ async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
 class UnitOfWork:
     """Transactions over `pool` for the consumer named `consumer` (the service name)."""
 
-    def __init__(self, pool: asyncpg.Pool, consumer: str, keys: KeyRing | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, consumer: str, keys: KeyRing | None = None,
+                 acquire_timeout: float | None = None) -> None:
         self.pool = pool
         self.consumer = consumer
         self.keys = keys
         """Signs every event emitted in these transactions (None: unsigned)."""
+        self.acquire_timeout = acquire_timeout
+        """The most seconds `connection` and `bare_transaction` wait for a pooled connection
+        (connecting a new one included); past it they raise TransientError. None: no limit."""
 
     @classmethod
     async def connect(cls, dsn: str, consumer: str, *, min_size: int = 1, max_size: int = 10,
@@ -259,7 +266,7 @@ class UnitOfWork:
         """A pooled connection without an explicit transaction, for reads and
         single-statement writes (seeding). Transient failures become TransientError."""
         try:
-            async with self.pool.acquire() as connection:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
                 try:
                     yield connection
                 except asyncpg.InterfaceError as error:
@@ -275,7 +282,7 @@ class UnitOfWork:
         recording a dead letter together with its outbox row. Commits on clean exit,
         rolls back on exception; transient failures become TransientError."""
         try:
-            async with self.pool.acquire() as connection:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
                 try:
                     async with connection.transaction(isolation="read_committed"):
                         yield connection
