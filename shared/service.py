@@ -3,12 +3,20 @@
 Each service's app.py builds a `ServiceRuntime` with its settings, handler table and
 topics, then adds its own views with `runtime.app.page(...)`. Every service gets:
 
-  GET  /health                      200 only when the database answers, Kafka is
-                                    reachable and the consumer has partitions assigned
+  GET  /livez                       200 while the process works (its consumer's fetch loop runs)
+  GET  /readyz, /health             200 only when the database answers, Kafka has given the
+                                    consumer partitions, the handler breaker is closed and,
+                                    with lag, a record settled within consumer_stall_seconds
   GET  /metrics                     Prometheus text format
   POST /deadletters/{id}/replay     run a dead letter's message through the handlers again
+  POST /deadletters/replay          every dead letter not yet replayed (body {"since": ISO time}
+                                    optional), in the order the records arrived
 
-and two timers: the retention purge of old outbox, inbox and heartbeat rows
+Every view answers 503 with `Retry-After` and a one-line JSON detail while what it needs is
+unavailable (`answer_unavailable`; views take their unit of work from `request_uow`, which waits
+at most DATABASE_WAIT_S for the database), never a 500.
+
+And two timers: the retention purge of old outbox, inbox and heartbeat rows
 (shared/retention.py, every SAGA_RETENTION_INTERVAL seconds), and the figures of its
 database's replication slot for /metrics (shared/replication.py, every 5 s).
 
@@ -36,6 +44,7 @@ from typing import Any
 import asyncpg
 import faust
 import structlog
+from aiohttp import web
 from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 from pydantic import TypeAdapter, ValidationError
@@ -53,6 +62,16 @@ events_log = structlog.stdlib.get_logger(__name__)
 
 SLOT_FIGURES_INTERVAL = 5.0
 """Seconds between two readings of this database's replication slot for /metrics."""
+
+DATABASE_WAIT_S = 3.0
+"""The most seconds an HTTP request waits for the database: for the pool to be made, and for a
+connection from it (connecting a new one included). Past that, or at once when PostgreSQL refuses
+the connection, the request is answered 503: a client learns of an outage in seconds, and
+requests do not pile up behind it."""
+
+RETRY_AFTER_S = 5
+"""The Retry-After (seconds) of a 503 while a dependency is unavailable: about what PostgreSQL
+takes to come back from a restart."""
 
 
 class _ReportingUnitOfWork(UnitOfWork):
@@ -127,6 +146,7 @@ class ServiceRuntime:
             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         )
         self.app.boot_strategy = _Boot(self.app, extra=[self.stream])
+        self.app.web.web_app.middlewares.append(answer_unavailable)
         self._add_common_views()
         self._add_maintenance_timers()
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
@@ -154,6 +174,17 @@ class ServiceRuntime:
         if self.on_committed is not None:
             return _ReportingUnitOfWork(await self.pool(), self.settings.consumer_name, self.on_committed, self.keys)
         return UnitOfWork(await self.pool(), self.settings.consumer_name, self.keys)
+
+    async def request_uow(self) -> UnitOfWork:
+        """The unit of work of an HTTP request: the pool must be there within DATABASE_WAIT_S, and
+        each connection is acquired within it too. Any of that failing (refused, lost, timed out,
+        the server starting up or shutting down) raises TransientError, answered 503 by
+        `answer_unavailable`."""
+        try:
+            pool = await self.pool()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise TransientError(_one_line(f"{type(error).__name__}: {error}")) from error
+        return UnitOfWork(pool, self.settings.consumer_name, self.keys, acquire_timeout=DATABASE_WAIT_S)
 
     async def consumer(self) -> EventConsumer:
         return EventConsumer(await self.uow(), self.handlers, keys=self.keys, foreign_handlers=self.foreign_handlers)
@@ -219,15 +250,19 @@ class ServiceRuntime:
     def _add_common_views(self) -> None:
         runtime = self
 
-        @self.app.page("/health")
-        class Health(View):
+        class Ready(View):
             async def get(self, request: Request) -> Response:
-                checks = {"database": await runtime._database_ok(), "kafka": runtime._kafka_ok()}
-                assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in runtime._assignment())
-                checks["consumer"] = bool(assigned)
-                healthy = all(checks.values())
-                body = {"status": "ok" if healthy else "unavailable", **{k: "ok" if v else "down" for k, v in checks.items()}, "assigned": assigned}
-                return json_response(self, body, status=200 if healthy else 503)
+                ready, body = await runtime.readiness()
+                return json_response(self, body, status=200 if ready else 503)
+
+        self.app.page("/readyz")(Ready)
+        self.app.page("/health")(type("Health", (Ready,), {}))
+
+        @self.app.page("/livez")
+        class Live(View):
+            async def get(self, request: Request) -> Response:
+                alive = runtime.stream.fetch_loop_alive
+                return json_response(self, {"status": "ok" if alive else "down"}, status=200 if alive else 503)
 
         @self.app.page("/metrics")
         class Metrics(View):
@@ -242,15 +277,59 @@ class ServiceRuntime:
                     ident = uuid.UUID(dead_letter_id)
                 except ValueError:
                     return json_response(self, {"detail": f"not a dead letter id: {dead_letter_id}"}, status=422)
+                await runtime.request_uow()  # the pool, within DATABASE_WAIT_S: else a 503
                 consumer = await runtime.consumer()
                 try:
                     outcome = await consumer.replay(ident)
                     events_log.info("dead letter replayed", dead_letter_id=dead_letter_id, outcome=outcome)
                 except KeyError:
                     return json_response(self, {"detail": f"dead letter {dead_letter_id} not found"}, status=404)
-                except (EventDecodeError, TransientError, Exception) as error:
+                except TransientError:
+                    raise  # the database is away: a 503 (answer_unavailable), the dead letter stays
+                except (EventDecodeError, Exception) as error:
                     return json_response(self, {"detail": f"replay failed: {error}"}, status=409)
                 return json_response(self, {"id": dead_letter_id, "outcome": outcome})
+
+        @self.app.page("/deadletters/replay")
+        class ReplayAll(View):
+            async def post(self, request: Request) -> Response:
+                try:
+                    body = await read_json(request) if request.content_length or request.body_exists else {}
+                    since = _since(body.get("since"))
+                except ValueError as error:
+                    return validation_response(self, error)
+                await runtime.request_uow()  # the pool, within DATABASE_WAIT_S: else a 503
+                consumer = await runtime.consumer()
+                result = await consumer.replay_all(since)
+                events_log.info("dead letters replayed", since=str(since), **{k: len(v) if isinstance(v, list) else v
+                                                                              for k, v in result.items()})
+                return json_response(self, result)
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this service can do its job, and why not: its database answers, Kafka has
+        given its consumer partitions, its handler breaker is closed, and it settled a record
+        within `consumer_stall_seconds` while it had lag. Also sets the readiness gauges."""
+        lag = self.stream.lag()
+        waited = self.stream.seconds_without_progress()
+        breaker = self._consumer.breaker if self._consumer is not None else None
+        assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in self._assignment())
+        checks = {
+            "database": await self._database_ok(),
+            "kafka": self._kafka_ok(),
+            "consumer": bool(assigned),
+            "breaker": breaker is None or not breaker.open,
+            "progress": waited < self.settings.consumer_stall_seconds,
+        }
+        ready = all(checks.values())
+        metrics.READY.labels(self.name).set(int(ready))
+        metrics.CONSUMER_LAG.labels(self.name).set(lag)
+        metrics.SECONDS_WITHOUT_PROGRESS.labels(self.name).set(waited)
+        body: dict[str, Any] = {"status": "ok" if ready else "unavailable",
+                                **{k: "ok" if v else "down" for k, v in checks.items()},
+                                "assigned": assigned, "lag": lag, "seconds_without_progress": round(waited, 1)}
+        if breaker is not None and breaker.open:
+            body["breaker_error"] = breaker.last_error[:300]
+        return ready, body
 
     async def _database_ok(self) -> bool:
         try:
@@ -279,6 +358,21 @@ class ServiceRuntime:
         self.app.main()
 
 
+def _since(value: Any) -> datetime | None:
+    """A replay's lower bound: null, or an ISO-8601 time with its offset. ValueError otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("since must be an ISO-8601 time with an offset, e.g. 2026-11-29T18:00:00+00:00")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"since is not an ISO-8601 time: {value[:64]!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError("since needs its offset (e.g. +00:00)")
+    return moment
+
+
 # --- HTTP helpers shared by the services' views ---------------------------------------------
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
@@ -296,6 +390,51 @@ def json_response(view: View, body: Any, status: int = 200) -> Response:
     """`body` as a JSON answer with `status` (Decimal as a two-place string, datetimes in
     ISO-8601, UUIDs as text, pydantic models dumped); one line, every non-ASCII character escaped."""
     return view.bytes(json.dumps(body, default=_default).encode(), content_type="application/json", status=status)
+
+
+# --- a dependency down: 503 with Retry-After, never a 500 ---------------------------------------
+#
+# The views need the database and nothing else. The unit of work raises TransientError for
+# whatever keeps it from the database (refused, lost or timed-out connections, a server starting up
+# or shutting down, too many clients) and for conflicts worth retrying (serialization failure,
+# deadlock, lock timeout); `request_uow` does the same for making the pool. One middleware turns
+# every such error of every view into the same answer.
+
+_BUSY = (asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.LockNotAvailableError)
+_quiet_until = 0.0
+
+
+@web.middleware
+async def answer_unavailable(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """The aiohttp middleware of every service's web app: a TransientError escaping a view is
+    answered 503 with `Retry-After: RETRY_AFTER_S` and ``{"detail": "database unavailable: …"}``
+    (``database busy: …`` for a conflict worth retrying) on one line. Anything else passes."""
+    try:
+        return await handler(request)
+    except TransientError as error:
+        what = "database busy" if isinstance(error.__cause__, _BUSY) else "database unavailable"
+        detail = _one_line(f"{what}: {error}")[:300]
+        _log_unavailable(request, detail)
+        return unavailable_response(detail)
+
+
+def unavailable_response(detail: str, retry_after: int = RETRY_AFTER_S) -> web.Response:
+    """503 with `Retry-After: retry_after` (seconds) and the one-line JSON ``{"detail": detail}``."""
+    return web.Response(body=json.dumps({"detail": detail}).encode(), status=503, content_type="application/json",
+                        headers={"Retry-After": str(retry_after)})
+
+
+def _log_unavailable(request: web.Request, detail: str) -> None:
+    # at 8 requests a second an outage of a minute would log 480 lines that say the same
+    global _quiet_until
+    now = time.monotonic()
+    if now >= _quiet_until:
+        _quiet_until = now + 10.0
+        events_log.warning("request answered 503", method=request.method, path=request.path, detail=detail)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # --- reading requests: everything a client sends is refused before it reaches a handler or SQL ---

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.money import Money
@@ -22,6 +22,16 @@ from shared.money import Money
 DEFAULT_PER_ORDER_LIMIT = Decimal("10000.00")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+TOPIC_RETENTION = timedelta(days=7)
+"""How long the event topics keep a message: Kafka's `log.retention.hours` (168) in
+connect/server.properties, and Kafka's default in compose.yaml."""
+TOPIC_SEGMENT_ROLL = timedelta(days=1)
+"""How often a topic's segment rolls (`log.roll.hours=24`, both stacks): a message is deleted
+with its segment, once the segment's newest message is past the retention."""
+DEDUPE_MARGIN = timedelta(days=1)
+"""What the dedupe window keeps beyond the longest a message can stay in its topic: room for a
+redelivery that is itself late (Connect republishing when it is back, clocks apart)."""
 
 
 def _duration(value: Any) -> Any:
@@ -36,6 +46,15 @@ def _duration(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 """A span of time from the environment: `90s`, `15m`, `1h`, `7d`, or seconds."""
+
+
+def _shown(span: timedelta) -> str:
+    """A duration as the environment writes it: the largest unit that divides it (`9d`, `36h`, `90s`)."""
+    seconds = span.total_seconds()
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
 
 
 class ServiceSettings(BaseSettings):
@@ -61,6 +80,9 @@ class ServiceSettings(BaseSettings):
     consumer_concurrency: int = Field(8, ge=1)
     """Messages handled at once, each in its own transaction, one saga's in order (shared/dispatch.py).
     Keep it below db_pool_max_size: the HTTP API and the timers need connections too."""
+    consumer_stall_seconds: float = Field(30.0, gt=0)
+    """Readiness fails when the consumer has lag and settled no record for this long (a stalled
+    consumer: a database that does not answer, a handler that waits, a fetch that stopped)."""
     consumer_fetch_max_wait_ms: int = Field(25, ge=1, le=1500)
     """The longest the broker holds a fetch with no new data (faust: 1500). It bounds how long a
     record on a partition left out of the fetch in flight waits (shared/kafka_consumer.py); an
@@ -69,13 +91,33 @@ class ServiceSettings(BaseSettings):
     """Outbox rows (and heartbeat rows) older than this are purged. Delivery does not need them
     once committed (Debezium reads the WAL); they stay to be inspected and for the order timeline."""
     inbox_retention: Duration = Field(timedelta(days=9), gt=timedelta(0), validation_alias="SAGA_INBOX_RETENTION")
-    """The dedupe window: inbox rows older than this are purged, after which a redelivery of
-    their event would be applied again. It must outlast the longest a message can stay in its
-    topic (README, Operating notes: 7 d retention + 1 d segment roll)."""
+    """The dedupe window: inbox rows older than this are purged. The business rows guard every
+    handler too (a decided order ignores a late event), but the window must still outlast the
+    longest a message can stay in its topic: settings refuse one shorter than `topic_retention`
+    + `topic_segment_roll` + DEDUPE_MARGIN (README, Operating notes: 7 d + 1 d + 1 d)."""
+    topic_retention: Duration = Field(TOPIC_RETENTION, gt=timedelta(0), validation_alias="SAGA_TOPIC_RETENTION")
+    """How long the event topics keep a message. Set it with the topics' own retention: it only
+    checks `inbox_retention`, it configures no topic."""
+    topic_segment_roll: Duration = Field(TOPIC_SEGMENT_ROLL, ge=timedelta(0), validation_alias="SAGA_TOPIC_SEGMENT_ROLL")
+    """How often the event topics' segments roll (a message may outlive the retention by this much)."""
     retention_interval: float = Field(60.0, gt=0, validation_alias="SAGA_RETENTION_INTERVAL")
     """Seconds between two purges."""
     retention_batch: int = Field(1000, ge=1, validation_alias="SAGA_RETENTION_BATCH")
     """Rows deleted per purge transaction (short transactions, short locks)."""
+
+    @model_validator(mode="after")
+    def _dedupe_window_outlasts_the_topics(self) -> "ServiceSettings":
+        """The inbox must remember an event for as long as its message can be delivered again:
+        refuse a window shorter than the topics' retention + segment roll + DEDUPE_MARGIN."""
+        needed = self.topic_retention + self.topic_segment_roll + DEDUPE_MARGIN
+        if self.inbox_retention < needed:
+            raise ValueError(
+                f"SAGA_INBOX_RETENTION {_shown(self.inbox_retention)} is shorter than the topics' retention "
+                f"{_shown(self.topic_retention)} + segment roll {_shown(self.topic_segment_roll)} + margin "
+                f"{_shown(DEDUPE_MARGIN)} = {_shown(needed)}: a redelivered event could be applied twice; "
+                f"raise SAGA_INBOX_RETENTION to at least {_shown(needed)}"
+            )
+        return self
 
     @property
     def consumer_name(self) -> str:
@@ -91,8 +133,9 @@ class OrderSettings(ServiceSettings):
     database_url: str = "postgresql://order_svc:order_svc@127.0.0.1:55432/orders"
     http_port: int = Field(8001, gt=0, lt=65536)
     order_deadline_seconds: float = Field(30.0, gt=0)
-    """An order whose payment completes later than this after it was placed is not
-    confirmed (ORDER_CONFIRMATION_FAILED deadline_exceeded)."""
+    """Seconds from an order's placing (or adoption) to its deadline: an order not confirmed by
+    then is given up by order_svc's timer (CANCELLING, ORDER_CONFIRMATION_FAILED
+    deadline_exceeded), whatever step its saga is at."""
 
 
 class InventorySettings(ServiceSettings):
