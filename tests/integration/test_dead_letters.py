@@ -144,3 +144,28 @@ async def test_replay_runs_the_stored_bytes_not_the_preview(uow, db) -> None:
     ident = await db.fetchval("SELECT id FROM dead_letters WHERE kafka_offset = $1", 5_000_000)
     with pytest.raises(Exception, match="unsupported schema_version"):
         await consumer.replay(ident)
+
+
+async def test_a_handler_that_fails_in_a_row_trips_the_breaker_instead_of_dead_lettering_everything(uow, db) -> None:
+    """Two failures are dead letters; the third in a row opens the breaker: that event waits and
+    is tried again (no dead letter), succeeds once the cause is gone, and closes the breaker."""
+    from shared.consumer import Breaker
+    from shared.events import OrderConfirmed, encode_event, utc_now
+
+    failures_left = [3]
+
+    async def flaky(event, tx) -> None:
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            raise RuntimeError("a bug")
+
+    consumer = EventConsumer(uow, {OrderConfirmed: flaky}, breaker=Breaker(threshold=3, cool_down=0.05))
+    outcomes = []
+    for offset in range(6_000_000, 6_000_003):
+        event = OrderConfirmed(order_id=uuid.uuid4(), occurred_at=utc_now())
+        value = json.dumps(encode_event(event)).encode()
+        outcomes.append(await consumer.handle(record(offset, str(event.order_id).encode(), value,
+                                                     [("id", str(uuid.uuid4()).encode())])))
+    assert outcomes == ["dead_lettered", "dead_lettered", "handled"]
+    assert not consumer.breaker.open and consumer.breaker.failures_in_row == 0
+    assert await db.fetchval("SELECT count(*) FROM dead_letters WHERE kafka_offset >= 6000000") == 2
