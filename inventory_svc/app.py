@@ -30,7 +30,7 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/stock")
     class Stock(View):
         async def get(self, request: Request) -> Response:
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 return json_response(self, await repository.stock_levels(connection))
 
     @runtime.app.page("/stock/{sku}")
@@ -40,7 +40,7 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
                 sku = request_value(SKU, sku, "path", "sku")
             except ValueError as error:
                 return validation_response(self, error)
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 level = await repository.stock_level(connection, sku)
             if level is None:
                 return json_response(self, {"detail": f"sku {sku} not found"}, status=404)
@@ -52,7 +52,7 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
                 command = SetStock.model_validate(await read_json(request))
             except (ValidationError, ValueError) as error:
                 return validation_response(self, error)
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 return json_response(self, await repository.set_available(connection, sku, command.available))
 
     return runtime

@@ -10,6 +10,9 @@
   POST /orders/{id}/cancel     the customer's cancellation
   GET  /board                  the saga board: recent sagas and their timelines (read-only)
 
+Deadlines: every DEADLINE_INTERVAL_S a timer gives up the orders in flight past their deadline
+(CANCELLING, ORDER_CONFIRMATION_FAILED deadline_exceeded; handlers.expire_overdue_orders).
+
 Observability: saga_sagas_finished_total{status, reason} counts orders that became
 CONFIRMED or CANCELLED, once their transaction committed; saga_sagas_in_flight and
 saga_sagas_stuck are refreshed from the orders table every GAUGE_INTERVAL_S.
@@ -44,6 +47,9 @@ from shared.uow import Transaction
 log = structlog.stdlib.get_logger(__name__)
 
 GAUGE_INTERVAL_S = 5.0
+DEADLINE_INTERVAL_S = 1.0
+"""How often order_svc gives up the orders past their deadline (handlers.expire_overdue_orders):
+an order is CANCELLING at most about this long after its deadline."""
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 
@@ -82,6 +88,16 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
         metrics.SAGAS_IN_FLIGHT.set(counts.in_flight)
         metrics.SAGAS_STUCK.set(counts.stuck)
 
+    @runtime.app.timer(interval=DEADLINE_INTERVAL_S, name="order_svc.deadlines")
+    async def enforce_deadlines() -> None:
+        try:
+            given_up = await handlers.expire_overdue_orders(await runtime.uow(), on_committed=count_finished_sagas)
+        except Exception as error:  # the database may be away for a while; the next tick tries again
+            log.warning("cannot give up orders past their deadline", error=str(error))
+            return
+        if given_up:
+            log.info("orders past their deadline given up", count=given_up)
+
     @runtime.app.page("/orders")
     class Orders(View):
         async def get(self, request: Request) -> Response:
@@ -89,7 +105,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                 which, limit = _list_query(request.query)
             except ValueError as error:
                 return json_response(self, {"detail": error.args[0]}, status=422)
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 return json_response(self, await repository.recent_orders(connection, which, limit))
 
         async def post(self, request: Request) -> Response:
@@ -100,7 +116,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                 return validation_response(self, error)
             try:
                 placed = await handlers.place_order(
-                    await runtime.uow(),
+                    await runtime.request_uow(),
                     command,
                     idempotency_key,
                     deadline_seconds=settings.order_deadline_seconds,
@@ -119,7 +135,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
             ident = _order_id(order_id)
             if ident is None:
                 return _bad_id(self, order_id)
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 details = await repository.order_details(connection, ident)
             if details is None:
                 return json_response(self, {"detail": f"order {order_id} not found"}, status=404)
@@ -131,7 +147,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
             ident = _order_id(order_id)
             if ident is None:
                 return _bad_id(self, order_id)
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 timeline = await repository.order_timeline(connection, ident, settings.consumer_name)
             if timeline is None:
                 return json_response(self, {"detail": f"order {order_id} not found"}, status=404)
@@ -144,7 +160,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
             if ident is None:
                 return _bad_id(self, order_id)
             try:
-                status = await handlers.cancel_order(await runtime.uow(), ident)
+                status = await handlers.cancel_order(await runtime.request_uow(), ident, on_committed=count_finished_sagas)
             except OrderNotFound:
                 return json_response(self, {"detail": f"order {order_id} not found"}, status=404)
             except OrderAlreadyFinal as error:

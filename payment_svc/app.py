@@ -30,7 +30,7 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/accounts")
     class Accounts(View):
         async def get(self, request: Request) -> Response:
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 return json_response(self, await repository.accounts(connection))
 
     @runtime.app.page("/accounts/{customer}")
@@ -40,7 +40,7 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
                 customer = request_value(CUSTOMER, customer, "path", "customer")
             except ValueError as error:
                 return validation_response(self, error)
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 found = await repository.account(connection, customer)
             if found is None:
                 return json_response(self, {"detail": f"customer {customer} not found"}, status=404)
@@ -52,7 +52,7 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
                 command = SetAccount.model_validate(await read_json(request))
             except (ValidationError, ValueError) as error:
                 return validation_response(self, error)
-            async with (await runtime.uow()).connection() as connection:
+            async with (await runtime.request_uow()).connection() as connection:
                 return json_response(self, await repository.set_account(connection, customer, command.balance, command.currency))
 
     return runtime

@@ -4,9 +4,10 @@
 failure raises CliError with one line the user can act on: unreachable
 service, 422 validation errors rendered as "field: message; …", or any other
 status with the service's own detail. Subclasses let a command say it better:
-`NotFound` (404: "order X not found"), `Conflict` (409), and `OutcomeUnknown`
-(the request was sent, or may have been, but no answer came: a timeout or a
-dropped connection; the service may or may not have acted on it).
+`NotFound` (404: "order X not found"), `Conflict` (409), `Unavailable` (503 or 429:
+what is down, from the service's detail, and when to try again, from Retry-After)
+and `OutcomeUnknown` (the request was sent, or may have been, but no answer came:
+a timeout or a dropped connection; the service may or may not have acted on it).
 
 Each request may take SAGA_HTTP_TIMEOUT seconds (default 10) to be sent and
 answered; connecting gets at most 3 of them.
@@ -14,7 +15,10 @@ answered; connecting gets at most 3 of them.
 from __future__ import annotations
 
 import json
+import math
 import os
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -63,6 +67,20 @@ class OutcomeUnknown(CliError):
     (EX_TEMPFAIL: try again)."""
 
     exit_code = 75
+
+
+class Unavailable(CliError):
+    """The service answered 503 (a dependency it needs is down) or 429 (overloaded): it did
+    not do what was asked and says to try again later. `detail` is what the service said
+    (e.g. "database unavailable: …"), `retry_after` the seconds it asked to wait (None when it
+    did not say). Exit code 75 (EX_TEMPFAIL: try again)."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, detail: str, retry_after: int | None) -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.retry_after = retry_after
 
 
 class ServiceClient:
@@ -120,6 +138,13 @@ class ServiceClient:
         body = _json_or_none(response)
         if response.status_code == 422:
             raise CliError(f"{self.service.name} rejected the request: {describe_validation_errors(body)}")
+        if response.status_code in (429, 503):
+            detail = describe_error_detail(body) if body is not None else _one_line(response.text)[:200]
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            state = "overloaded" if response.status_code == 429 else "unavailable"
+            message = f"{self.service.name} is {state}" + (f": {detail}" if detail else "")
+            when = f"in {retry_after}s" if retry_after is not None else "later"
+            raise Unavailable(f"{message}; try again {when}", detail, retry_after)
         if not response.is_success:
             detail = describe_error_detail(body) if body is not None else _one_line(response.text)[:200]
             reason = f"{response.status_code} {response.reason_phrase}".strip()
@@ -130,6 +155,23 @@ class ServiceClient:
         if body is None and response.content:
             raise CliError(f"{self.service.name} answered {method} {path} with something that is not JSON")
         return body
+
+
+def retry_after_seconds(value: str | None) -> int | None:
+    """A Retry-After header as whole seconds from now (at least 0): delta-seconds or an
+    HTTP date; None when it is missing or neither."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return int(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0, math.ceil((when - datetime.now(timezone.utc)).total_seconds()))
 
 
 def describe_validation_errors(body: Any) -> str:

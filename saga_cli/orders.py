@@ -22,7 +22,7 @@ from rich.text import Text
 
 from saga_cli.endpoints import ORDER_SVC
 from saga_cli.errors import CliError
-from saga_cli.http_client import Conflict, NotFound, OutcomeUnknown, ServiceClient
+from saga_cli.http_client import Conflict, NotFound, OutcomeUnknown, ServiceClient, Unavailable
 from saga_cli.output import cell, console, print_json, text_or_dash
 from saga_cli.parsing import parse_currency, parse_idempotency_key, parse_items, parse_money, parse_required_text
 
@@ -50,7 +50,7 @@ def place(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Place an order; prints its id. When the outcome is unknown, says so and prints the command that retries safely (exit 75)."""
+    """Place an order; prints its id. When the outcome is unknown, or order_svc is unavailable (503), says so and prints the command that retries safely (exit 75)."""
     body = {
         "customer_id": parse_required_text(customer, "--customer"),
         "items": [item.as_json() for item in parse_items(items or [])],
@@ -67,6 +67,12 @@ def place(
         raise OutcomeUnknown(
             f"outcome unknown: {unknown}, so the order may or may not have been placed; retry safely with: {retry}"
         ) from None
+    except Unavailable as unavailable:  # the same key again: safe even if a lost COMMIT answer caused the 503
+        retry = retry_command(key, key_given=idempotency_key is not None)
+        if as_json:
+            print_json({"order_id": None, "status": "unavailable", "idempotency_key": key, "retry": retry,
+                        "retry_after": unavailable.retry_after, "error": str(unavailable)})
+        raise Unavailable(f"{unavailable} with: {retry}", unavailable.detail, unavailable.retry_after) from None
     if not isinstance(answer, dict) or not answer.get("order_id"):
         raise CliError("order_svc accepted the order but did not answer with its order_id")
     if as_json:

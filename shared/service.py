@@ -181,7 +181,7 @@ class ServiceRuntime:
         the server starting up or shutting down) raises TransientError, answered 503 by
         `answer_unavailable`."""
         try:
-            pool = await self.pool()
+            pool = await asyncio.wait_for(self.pool(), DATABASE_WAIT_S)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise TransientError(_one_line(f"{type(error).__name__}: {error}")) from error
         return UnitOfWork(pool, self.settings.consumer_name, self.keys, acquire_timeout=DATABASE_WAIT_S)

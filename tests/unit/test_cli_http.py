@@ -117,11 +117,87 @@ def test_place_renders_a_field_map_422_as_one_line(order_svc: FakeService, capsy
 
 
 def test_a_server_error_is_one_line_with_the_services_detail(order_svc: FakeService, capsys) -> None:
-    order_svc.answer("POST", "/orders", 503, {"detail": "database unavailable"})
+    order_svc.answer("POST", "/orders", 500, {"detail": "something broke"})
 
     outcome = run_saga(capsys, "order", "place", "--customer", "c-1", "--item", "A:1", "--amount", "1")
 
-    assert_one_line_error(outcome, "order_svc answered 503 Service Unavailable to POST /orders: database unavailable")
+    assert_one_line_error(outcome, "order_svc answered 500 Internal Server Error to POST /orders: something broke")
+
+
+# --- 503: what is down, and when to try again ---------------------------------------------------------
+
+DOWN = "database unavailable: ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 55432)"
+
+
+def unavailable(retry_after: str | None, status: int = 503):
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"detail": DOWN}, headers={"Retry-After": retry_after} if retry_after else {})
+
+    return answer
+
+
+@pytest.mark.parametrize("args", [["stock", "show", "A"], ["account", "set", "c-1", "10.00"], ["order", "show", "x"]],
+                         ids=["stock show", "account set", "order show"])
+def test_a_503_says_what_is_down_and_when_to_try_again(inventory_svc: FakeService, payment_svc: FakeService,
+                                                     order_svc: FakeService, capsys, args: list[str]) -> None:
+    for fake in (inventory_svc, payment_svc, order_svc):
+        for method, path in (("GET", "/stock/A"), ("PUT", "/accounts/c-1"), ("GET", "/orders/x")):
+            fake.answer(method, path, 503, {"detail": DOWN})
+
+    outcome = run_saga(capsys, *args)
+
+    assert outcome.exit_code == 75 and outcome.stdout == ""
+    (line,) = outcome.stderr.splitlines()
+    assert line.startswith("saga: ") and line.endswith(f"is unavailable: {DOWN}; try again later")
+
+
+def test_place_on_a_503_says_when_and_how_to_retry_with_the_same_key(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = unavailable("5")
+
+    outcome = run_saga(capsys, *PLACE)
+
+    key = order_svc_mock.requests[0].headers["Idempotency-Key"]
+    assert (outcome.exit_code, outcome.stdout) == (75, "")
+    assert outcome.stderr == (f"saga: order_svc is unavailable: {DOWN}; try again in 5s with: "
+                              f"saga {' '.join(PLACE)} --idempotency-key {key}\n")
+
+
+def test_place_json_on_a_503(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = unavailable("7")
+
+    outcome = run_saga(capsys, *PLACE, "--json")
+
+    document = json.loads(outcome.stdout)
+    key = order_svc_mock.requests[0].headers["Idempotency-Key"]
+    assert outcome.exit_code == 75
+    assert {k: document[k] for k in ("order_id", "status", "idempotency_key", "retry", "retry_after")} == {
+        "order_id": None, "status": "unavailable", "idempotency_key": key, "retry_after": 7,
+        "retry": f"saga {' '.join(PLACE)} --json --idempotency-key {key}",
+    }
+    assert DOWN in document["error"]
+
+
+@pytest.mark.parametrize("header, says", [
+    ("30", "try again in 30s"),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", "try again in 0s"),  # a date in the past: now
+    ("soon", "try again later"),
+    (None, "try again later"),
+])
+def test_retry_after_as_seconds_or_a_date(order_svc_mock, capsys, header: str | None, says: str) -> None:
+    order_svc_mock.answer = unavailable(header)
+
+    outcome = run_saga(capsys, *PLACE)
+
+    assert outcome.exit_code == 75 and f"; {says} with: saga order place" in outcome.stderr
+
+
+def test_a_429_says_the_service_is_overloaded(order_svc_mock, capsys) -> None:
+    order_svc_mock.answer = unavailable("2", status=429)
+
+    outcome = run_saga(capsys, *PLACE)
+
+    assert outcome.exit_code == 75
+    assert outcome.stderr.startswith(f"saga: order_svc is overloaded: {DOWN}; try again in 2s with: ")
 
 
 # --- order place: an unknown outcome is said, with the command that retries safely ------------------

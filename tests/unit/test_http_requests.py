@@ -65,7 +65,7 @@ async def _served(create_runtime: Callable[[], Any]) -> AsyncIterator[Service]:
         service.reached.append("database")
         raise ReachedTheDatabase()
 
-    runtime.uow = database
+    runtime.request_uow = database  # what every view takes its unit of work from
     async with TestClient(TestServer(runtime.app.web.web_app, host="127.0.0.1")) as client:
         service.client = client
         yield service
