@@ -33,7 +33,8 @@ __all__ = [
     "Event", "EventDecodeError", "EVENT_TYPES", "SUPPORTED_SCHEMA_VERSIONS",
     "decode_event", "encode_event", "utc_now",
     "OrderItem", "Items", "Sku", "Quantity", "CustomerId",
-    "InventoryRejectionReason", "PaymentFailureReason", "ConfirmationFailureReason", "CancellationReason",
+    "InventoryRejectionReason", "PaymentDeclineReason", "PaymentFailureReason", "ConfirmationFailureReason",
+    "CancellationReason",
     "OrderCreated", "InventoryReserved", "InventoryRejected", "PaymentCompleted", "PaymentFailed",
     "OrderConfirmed", "OrderConfirmationFailed", "PaymentRefunded", "InventoryReleased",
     "InventoryCommitted", "OrderCancelled",
@@ -50,9 +51,15 @@ CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 Quantity = Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
 
 InventoryRejectionReason = Literal["out_of_stock", "unknown_sku"]
-PaymentFailureReason = Literal["insufficient_funds", "limit_exceeded", "unknown_customer"]
+PaymentDeclineReason = Literal["insufficient_funds", "limit_exceeded", "unknown_customer"]
+"""Why a charge was refused by the account's rules (payment_svc/domain.py)."""
 ConfirmationFailureReason = Literal["cancelled_by_customer", "deadline_exceeded"]
-CancellationReason = Literal[InventoryRejectionReason, PaymentFailureReason, ConfirmationFailureReason]
+"""Why order_svc gave an order up: the customer cancelled it, or its deadline passed (SPEC §4.5)."""
+PaymentFailureReason = Literal[PaymentDeclineReason, ConfirmationFailureReason]
+"""A PAYMENT_FAILED's reason: a decline, or the reason of a void — the order was given up
+before it was charged, and payment_svc declines its reservation with that reason."""
+CancellationReason = Literal[InventoryRejectionReason, PaymentDeclineReason, ConfirmationFailureReason]
+"""An ORDER_CANCELLED's reason: the saga's root cause."""
 
 
 class OrderItem(BaseModel):
@@ -179,7 +186,8 @@ class PaymentCompleted(_Event):
 
 
 class PaymentFailed(_Event):
-    """The charge was declined; nothing was taken. Starts C2 (release)."""
+    """The charge was declined, or refused because the order was given up first (a void:
+    `reason` is then the order's cancellation reason); nothing was taken. Starts C2 (release)."""
 
     aggregate_type: ClassVar[str] = topics.PAYMENT
     event_type: Literal["PAYMENT_FAILED"] = "PAYMENT_FAILED"

@@ -5,6 +5,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import get_args
 
 import pytest
 from hypothesis import given
@@ -14,9 +15,12 @@ from pydantic import ValidationError
 from shared import topics
 from shared.events import (
     EVENT_TYPES,
+    CancellationReason,
+    ConfirmationFailureReason,
     EventDecodeError,
     InventoryCommitted,
     InventoryRejected,
+    InventoryRejectionReason,
     InventoryReleased,
     InventoryReserved,
     OrderCancelled,
@@ -24,7 +28,9 @@ from shared.events import (
     OrderConfirmed,
     OrderCreated,
     PaymentCompleted,
+    PaymentDeclineReason,
     PaymentFailed,
+    PaymentFailureReason,
     PaymentRefunded,
     decode_event,
     encode_event,
@@ -225,6 +231,25 @@ def test_reasons_and_required_fields_are_closed(event_type, changes):
                                     "unknown_customer", "cancelled_by_customer", "deadline_exceeded"])
 def test_every_root_cause_can_cancel_an_order(reason):
     assert OrderCancelled(order_id=ORDER_ID, occurred_at=AT, reason=reason).reason == reason
+
+
+@pytest.mark.parametrize("reason", ["insufficient_funds", "limit_exceeded", "unknown_customer",
+                                    "cancelled_by_customer", "deadline_exceeded"])
+def test_a_payment_fails_for_a_decline_or_for_a_void(reason):
+    """A void declines the reservation of an order given up first with the order's own reason (SPEC §4.5)."""
+    data = {"event_type": "PAYMENT_FAILED", "schema_version": 1, "order_id": str(ORDER_ID), "occurred_at": AT.isoformat(),
+            "reason": reason}
+    assert decode_event(data) == PaymentFailed(order_id=ORDER_ID, occurred_at=AT, reason=reason)
+
+
+def test_the_reason_vocabularies_nest():
+    """Every reason a saga can end with is a rejection, a decline or a cancellation, and a
+    payment fails only for a decline or a cancellation."""
+    rejection, decline, given_up = (set(get_args(r)) for r in (InventoryRejectionReason, PaymentDeclineReason,
+                                                               ConfirmationFailureReason))
+    assert set(get_args(PaymentFailureReason)) == decline | given_up
+    assert set(get_args(CancellationReason)) == rejection | decline | given_up
+    assert len(rejection | decline | given_up) == 7
 
 
 def test_occurred_at_keeps_its_instant_in_any_zone():
