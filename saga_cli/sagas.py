@@ -3,10 +3,13 @@
 A client of order_svc's `GET /orders?status=in_flight|stuck|all&limit=N`: in flight means
 the order is not CONFIRMED or CANCELLED yet; stuck means in flight past its deadline
 (ORDER_SVC_ORDER_DEADLINE_SECONDS after it was placed), i.e. a saga that should have
-finished by now. Ages and deadlines are shown relative to this machine's clock.
+finished by now; for each, `--stuck` reads its records on the topics and says what it waits
+for: which service should answer which event, since when, and the dead letter if that service
+refused it. Ages and deadlines are shown relative to this machine's clock.
 """
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -18,7 +21,9 @@ from saga_cli.endpoints import ORDER_SVC
 from saga_cli.errors import CliError
 from saga_cli.http_client import ServiceClient
 from saga_cli.orders import STATUS_STYLES
-from saga_cli.output import cell, console, print_json
+from saga_cli.output import cell, console, one_line, print_json
+from saga_cli.timeline import build_timeline, waiting_for
+from saga_cli.trace import read_sagas
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -39,6 +44,8 @@ def sagas(
         raise CliError(f"--limit must be from 1 to {MAX_LIMIT}, not {limit}")
     which = "stuck" if stuck else "all" if show_all else "in_flight"
     found = fetch_sagas(which, limit)
+    if stuck:
+        add_waiting_for(found)
     if as_json:
         print_json(found)
     else:
@@ -51,6 +58,23 @@ def fetch_sagas(which: str, limit: int) -> list[dict[str, Any]]:
     if not isinstance(answer, list) or not all(isinstance(order, dict) and order.get("order_id") for order in answer):
         raise CliError("order_svc answered GET /orders with something that is not a list of orders")
     return answer
+
+
+def add_waiting_for(found: list[dict[str, Any]]) -> None:
+    """Give each saga its `waiting_for` (saga_cli/timeline.py), read from its records on the
+    topics: which service should answer which event, since when, and a dead letter if it refused."""
+    if not found:
+        return
+    since = {str(order["order_id"]): _created_ms(order) for order in found}
+    records = asyncio.run(read_sagas(since))
+    for order in found:
+        waits = waiting_for(build_timeline(records.get(str(order["order_id"]), [])))
+        order["waiting_for"] = [wait.as_json() for wait in waits]
+
+
+def _created_ms(order: dict[str, Any]) -> int | None:
+    created = _parse(order.get("created_at"))
+    return None if created is None else max(int(created.timestamp() * 1000) - 5_000, 0)
 
 
 _EMPTY = {"in_flight": "no sagas in flight", "stuck": "no stuck sagas", "all": "no sagas yet"}
@@ -74,6 +98,10 @@ def _print_table(found: list[dict[str, Any]], which: str, limit: int) -> None:
         status = Text(str(order.get("status")), style=STATUS_STYLES.get(str(order.get("status")), "yellow"))
         if order.get("reason"):
             status.append(f"\n{order['reason']}", style="dim")
+        for wait in order.get("waiting_for") or ():
+            status.append(f"\nwaits for {wait['service']}: {' or '.join(wait['events'])}", style="yellow")
+            if wait.get("dead_letter"):
+                status.append(f"\n  dead-lettered: {one_line(str(wait['dead_letter']), 60)}", style="red")
         table.add_row(ident, status, cell(_age(order, now)), _deadline(order, now))
     out.print(table)
     summary = f"{len(found)} saga{'s' if len(found) != 1 else ''}"

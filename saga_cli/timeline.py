@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from saga_cli.kafka import SAGA_TOPICS, KafkaEvent
+from saga_cli.kafka import SAGA_TOPICS, KafkaEvent, iso_time
 
 COMPENSATIONS = frozenset({"ORDER_CONFIRMATION_FAILED", "PAYMENT_REFUNDED", "INVENTORY_RELEASED", "ORDER_CANCELLED"})
 OUTCOMES = {"ORDER_CONFIRMED": "CONFIRMED", "ORDER_CANCELLED": "CANCELLED"}
@@ -80,6 +80,70 @@ def build_timeline(events: Iterable[KafkaEvent]) -> list[Step]:
         if event.event_id:
             seen.add(event.event_id)
     return steps
+
+
+NEXT_STEP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ORDER_CREATED": ("inventory_svc", ("INVENTORY_RESERVED", "INVENTORY_REJECTED")),
+    "INVENTORY_RESERVED": ("payment_svc", ("PAYMENT_COMPLETED", "PAYMENT_FAILED")),
+    "PAYMENT_COMPLETED": ("order_svc", ("ORDER_CONFIRMED", "ORDER_CONFIRMATION_FAILED")),
+    "ORDER_CONFIRMED": ("inventory_svc", ("INVENTORY_COMMITTED",)),
+    "ORDER_CONFIRMATION_FAILED": ("payment_svc", ("PAYMENT_REFUNDED",)),
+    "PAYMENT_FAILED": ("inventory_svc", ("INVENTORY_RELEASED",)),
+    "PAYMENT_REFUNDED": ("inventory_svc", ("INVENTORY_RELEASED",)),
+    "INVENTORY_RELEASED": ("order_svc", ("ORDER_CANCELLED",)),
+    "INVENTORY_REJECTED": ("order_svc", ("ORDER_CANCELLED",)),
+}
+"""event → the service that reacts to it and the events it may answer with (the flows of the
+event catalog; INVENTORY_COMMITTED and ORDER_CANCELLED end a saga)."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What an unfinished saga waits for: `service` to answer `after` with one of `events`,
+    since `since_ms`; `dead_letter` when that service refused the event (its error)."""
+
+    service: str
+    events: tuple[str, ...]
+    after: str
+    since_ms: int
+    dead_letter: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"service": self.service, "events": list(self.events), "after": self.after,
+                "since": iso_time(self.since_ms), "dead_letter": self.dead_letter}
+
+    def describe(self, now_ms: int) -> str:
+        line = f"{self.service}: {' or '.join(self.events)} after {self.after}, {(now_ms - self.since_ms) / 1000:.0f}s"
+        return line + (f" (dead-lettered: {self.dead_letter})" if self.dead_letter else "")
+
+
+def waiting_for(steps: list[Step]) -> list[Waiting]:
+    """The steps an unfinished saga waits for: each of its services' signed events that nothing
+    has answered yet (an ORDER_CONFIRMATION_FAILED that payment_svc answered with a void, which
+    emits nothing, counts as answered once anything else is awaited). Empty once it ended."""
+    if outcome(steps) != "IN_FLIGHT":
+        return []
+    events = [step.event for step in steps if step.event.signed and step.event.event_type in NEXT_STEP]
+    by_id = {event.event_id: event for event in events if event.event_id}
+    answered = {  # an event counts as answered by one of the answers its reacting service gives
+        step.event.causation_id for step in steps
+        if step.event.signed and step.event.causation_id in by_id
+        and step.event.event_type in NEXT_STEP[by_id[step.event.causation_id].event_type or ""][1]
+    }
+    refused = {
+        str(step.event.value.get("event_id")): f"{step.event.value.get('consumer')}: {step.event.value.get('error')}"
+        for step in steps
+        if step.event.event_type == "DEAD_LETTER" and isinstance(step.event.value, dict)
+    }
+    open_steps = [event for event in events if event.event_id not in answered]
+    if len(open_steps) > 1:
+        open_steps = [e for e in open_steps if e.event_type != "ORDER_CONFIRMATION_FAILED"] or open_steps
+    waits = []
+    for event in open_steps:
+        service, answers = NEXT_STEP[event.event_type]
+        waits.append(Waiting(service, answers, event.event_type or "?", event.timestamp_ms,
+                             refused.get(event.event_id or "")))
+    return waits
 
 
 def outcome(steps: list[Step]) -> str:

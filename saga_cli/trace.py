@@ -7,6 +7,7 @@ the end offsets seen at start, so a trace stays fast as topics grow and never ha
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from saga_cli.kafka import SAGA_TOPICS, KafkaEvent, iso_time, kafka_consumer, pa
 from saga_cli.orders import fetch_order
 from saga_cli.output import cell, console, one_line, print_json
 from saga_cli.parsing import parse_required_text, parse_since
-from saga_cli.timeline import Step, build_timeline, outcome
+from saga_cli.timeline import Step, build_timeline, outcome, waiting_for
 
 # Records may carry a timestamp a little before the order row's created_at (clocks, rounding).
 START_MARGIN_MS = 5_000
@@ -50,10 +51,15 @@ def trace(
         where = f" since {iso_time(since_ms)}" if since_ms is not None else ""
         raise CliError(f"no events for order {order_id} on {', '.join(SAGA_TOPICS)}{where}")
     steps = build_timeline(events)
+    waits = waiting_for(steps)
     if as_json:
-        print_json({"order_id": order_id, "outcome": outcome(steps), "events": [step.as_json() for step in steps]})
+        print_json({"order_id": order_id, "outcome": outcome(steps), "events": [step.as_json() for step in steps],
+                    "waiting_for": [wait.as_json() for wait in waits]})
     else:
         _print_timeline(order_id, steps)
+        now_ms = int(time.time() * 1000)
+        for wait in waits:
+            console().print(Text(f"waiting for {wait.describe(now_ms)}", style="yellow"))
 
 
 def order_created_ms(order_id: str) -> int | None:
@@ -78,6 +84,14 @@ def order_created_ms(order_id: str) -> int | None:
 async def read_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
     async with kafka_consumer(auto_offset_reset="earliest") as consumer:
         return await read_key(consumer, order_id, await partitions_by_topic(consumer), since_ms=since_ms)
+
+
+async def read_sagas(since_ms_by_order: dict[str, int | None]) -> dict[str, list[KafkaEvent]]:
+    """Each saga's records (as `read_saga`), read one after another with one consumer."""
+    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+        topics = await partitions_by_topic(consumer)
+        return {order_id: await read_key(consumer, order_id, topics, since_ms=since_ms)
+                for order_id, since_ms in since_ms_by_order.items()}
 
 
 # Below this console width the table drops the Kafka coordinates (the JSON always has them).

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from saga_cli.kafka import KafkaEvent
-from saga_cli.timeline import build_timeline, outcome
+from saga_cli.timeline import build_timeline, outcome, waiting_for
 
 pytestmark = pytest.mark.unit
 
@@ -39,6 +39,7 @@ class Saga:
                 "eventType": event_type,
                 "sagaId": self.order_id,
                 "causationId": caused_by.event_id if caused_by else "",
+                "signature": "ed25519:0000000000000000:AA==",
             },
             value={"event_type": event_type, "order_id": self.order_id},
         )
@@ -187,3 +188,37 @@ def test_an_empty_event_id_names_no_cause() -> None:
 
     assert [step.hop_ms for step in steps] == [None, None]
     assert not any(step.duplicate for step in steps)
+
+
+def test_an_unfinished_saga_says_which_service_it_waits_for_and_since_when() -> None:
+    saga = Saga()
+    saga.emit("ORDER_CREATED", 1000)
+    reserved = saga.emit("INVENTORY_RESERVED", 1050)
+    [wait] = waiting_for(build_timeline(saga.events))
+    assert (wait.service, wait.events, wait.after, wait.since_ms) == (
+        "payment_svc", ("PAYMENT_COMPLETED", "PAYMENT_FAILED"), "INVENTORY_RESERVED", 1050)
+    assert wait.dead_letter is None and "payment_svc: PAYMENT_COMPLETED or PAYMENT_FAILED" in wait.describe(3050)
+
+    refusal = KafkaEvent(topic="events.deadletter", partition=0, offset=0, timestamp_ms=1060, key=saga.order_id,
+                         headers={"eventType": "DEAD_LETTER", "id": str(uuid.uuid4())},
+                         value={"consumer": "payment_svc", "error": "boom", "event_id": reserved.event_id})
+    [wait] = waiting_for(build_timeline([*saga.events, refusal]))
+    assert wait.dead_letter == "payment_svc: boom"
+
+
+def test_a_cancellation_in_flight_waits_on_both_branches_and_a_finished_saga_on_nothing() -> None:
+    saga = Saga()
+    created = saga.emit("ORDER_CREATED", 1000)
+    saga.emit("ORDER_CONFIRMATION_FAILED", 1100, caused_by=created)  # the deadline passed: compensate at once
+    waits = waiting_for(build_timeline(saga.events))
+    assert [w.service for w in waits] == ["inventory_svc"]  # payment's void emits nothing: the reservation is awaited
+    saga.emit("INVENTORY_REJECTED", 1200, caused_by=created)
+    saga.emit("ORDER_CANCELLED", 1300)
+    assert waiting_for(build_timeline(saga.events)) == []
+
+
+def test_an_unsigned_event_is_nobody_s_step() -> None:
+    saga = Saga()
+    forged = saga.emit("ORDER_CREATED", 1000)
+    del forged.headers["signature"]
+    assert waiting_for(build_timeline(saga.events)) == []
