@@ -2,19 +2,36 @@
 
 Status (the public state) and what moves it:
 
-    PENDING ──PAYMENT_COMPLETED, still wanted──────────────▶ CONFIRMED
-       │  └───PAYMENT_COMPLETED, past its deadline──▶ CANCELLING (deadline_exceeded)
-       ├──customer cancels──▶ CANCEL_REQUESTED ──PAYMENT_COMPLETED──▶ CANCELLING (cancelled_by_customer)
-       ├──PAYMENT_FAILED──▶ CANCELLING (the payment's reason)
+    PENDING ──PAYMENT_COMPLETED, within its deadline───────────────────────────▶ CONFIRMED
+       ├──customer cancels / deadline passes / PAYMENT_COMPLETED past deadline──▶ CANCELLING
+       │     (emits ORDER_CONFIRMATION_FAILED cancelled_by_customer / deadline_exceeded)
+       ├──PAYMENT_FAILED──▶ CANCELLING (the payment's reason; emits nothing)
        └──INVENTORY_REJECTED──▶ CANCELLED (out_of_stock / unknown_sku)
-    CANCELLING ──INVENTORY_RELEASED──▶ CANCELLED (the reason recorded before)
+    CANCELLING ──INVENTORY_RELEASED or INVENTORY_REJECTED──▶ CANCELLED (the reason recorded before)
 
-CANCEL_REQUESTED moves exactly like PENDING on every event but PAYMENT_COMPLETED.
-Compensation is last-in, first-out: an order whose payment failed or could not be
-confirmed is cancelled only once its stock is back (INVENTORY_RELEASED). Because
-PAYMENT_FAILED and INVENTORY_RELEASED travel on different topics, either may arrive
-first: the order is cancelled by whichever comes second. Events that do not apply to
-an order's current state (a late or repeated fact) change nothing and emit nothing.
+Cancellation and the deadline never wait for a step that may not come (SPEC §4.5): the
+moment the customer cancels or the deadline passes (order_svc's own timer, see
+`on_deadline`), a PENDING order becomes CANCELLING and ORDER_CONFIRMATION_FAILED goes out,
+whatever step the saga is at. payment_svc answers it with a refund if it charged the order,
+else it voids the order so that a later reservation is declined (PAYMENT_FAILED with the same
+reason); either way inventory_svc releases the stock, or had rejected it, and the order ends
+CANCELLED with the reason it was given up for. A CANCELLING order is never confirmed: a
+PAYMENT_COMPLETED reaching it changes nothing here, the refund is already asked for.
+
+The first root cause recorded is the one the order keeps: a cancellation after a decline
+does not rename it, a decline after a cancellation neither.
+
+Compensation is last-in, first-out: an order whose stock was reserved is cancelled only
+once the stock is back (INVENTORY_RELEASED). PAYMENT_FAILED and INVENTORY_RELEASED travel
+on different topics, so either may arrive first: a release reaching a PENDING order is
+remembered (`stock_released`), and then the decline, a cancellation or the deadline cancels
+the order at once — nothing is held any more (a PENDING order's stock is released only after
+a declined payment). Events that do not apply to an order's current state (a late or
+repeated fact) change nothing and emit nothing.
+
+CANCEL_REQUESTED is what an earlier version recorded for a cancellation in flight. No order
+enters it any more; one left in it is moved on like a PENDING order that the customer
+cancelled (by the next event, or by the deadline timer).
 """
 from __future__ import annotations
 
@@ -30,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.errors import DomainError
 from shared.events import (
     CancellationReason,
+    ConfirmationFailureReason,
     CustomerId,
     InventoryRejectionReason,
     Items,
@@ -53,6 +71,7 @@ class OrderStatus(StrEnum):
 
 
 IN_FLIGHT = frozenset({OrderStatus.PENDING, OrderStatus.CANCEL_REQUESTED})
+"""Not given up yet: the order may still be confirmed."""
 TERMINAL = frozenset({OrderStatus.CONFIRMED, OrderStatus.CANCELLED})
 
 
@@ -130,41 +149,52 @@ Outcome = tuple[Order, OrderConfirmed | OrderConfirmationFailed | OrderCancelled
 """The order after the fact, and the event to emit (if any)."""
 
 
-def request_cancel(order: Order) -> Order:
-    """The customer asks to cancel. In flight: CANCEL_REQUESTED (decided when payment
-    completes). Already being cancelled: only remembered. Final: OrderAlreadyFinal."""
+def request_cancel(order: Order) -> Outcome:
+    """The customer cancels. In flight: given up at once (CANCELLING, ORDER_CONFIRMATION_FAILED
+    cancelled_by_customer; CANCELLED at once if its stock is already back). Already being
+    cancelled: only remembered, the earlier reason stays. Final: OrderAlreadyFinal."""
     if order.status in TERMINAL:
         raise OrderAlreadyFinal(order.order_id, order.status)
-    if order.status == OrderStatus.PENDING:
-        return replace(order, status=OrderStatus.CANCEL_REQUESTED, cancel_requested=True)
-    return replace(order, cancel_requested=True)
+    asked = replace(order, cancel_requested=True)
+    if order.status not in IN_FLIGHT:
+        return asked, None
+    return _given_up(asked, "cancelled_by_customer")
+
+
+def on_deadline(order: Order) -> Outcome:
+    """order_svc's timer found the order past its deadline (`past_deadline`, read under the
+    row lock). In flight: given up as `request_cancel` does, with deadline_exceeded (a legacy
+    CANCEL_REQUESTED order with cancelled_by_customer). Anything else: nothing."""
+    if order.status not in IN_FLIGHT or not order.past_deadline:
+        return order, None
+    return _given_up(order, _in_flight_reason(order))
 
 
 def on_inventory_rejected(order: Order, reason: InventoryRejectionReason) -> Outcome:
-    """Nothing was reserved, nothing was charged: cancel now."""
-    if order.status not in IN_FLIGHT:
-        return order, None
-    return _cancelled(order, reason)
+    """Nothing was reserved, nothing was charged (payment_svc only charges reserved orders):
+    cancel now, with the rejection's reason, or the cancellation's if the order was given up."""
+    if order.status in IN_FLIGHT:
+        return _cancelled(order, reason)
+    if order.status == OrderStatus.CANCELLING:
+        return _cancelled(order, order.reason)
+    return order, None
 
 
 def on_payment_completed(order: Order) -> Outcome:
-    """Confirm, unless the customer asked to cancel or the deadline passed: then the
-    payment must be refunded first (ORDER_CONFIRMATION_FAILED starts C3)."""
+    """Confirm, unless the deadline passed before the timer saw it (then give the order up,
+    which starts the refund, C3). A CANCELLING order is never confirmed: its
+    ORDER_CONFIRMATION_FAILED is already out, payment_svc refunds this payment."""
     if order.status not in IN_FLIGHT:
         return order, None
-    if order.cancel_requested:
-        reason = "cancelled_by_customer"
-    elif order.past_deadline:
-        reason = "deadline_exceeded"
-    else:
+    if order.status == OrderStatus.PENDING and not order.past_deadline:
         confirmed = replace(order, status=OrderStatus.CONFIRMED)
         return confirmed, OrderConfirmed(order_id=order.order_id, occurred_at=utc_now())
-    failed = replace(order, status=OrderStatus.CANCELLING, reason=reason)
-    return failed, OrderConfirmationFailed(order_id=order.order_id, occurred_at=utc_now(), reason=reason)
+    return _given_up(order, _in_flight_reason(order))
 
 
 def on_payment_failed(order: Order, reason: PaymentFailureReason) -> Outcome:
-    """Remember the root cause; cancel only once the stock is back."""
+    """Remember the root cause; cancel only once the stock is back. An order already given up
+    keeps its own reason (a voided order's decline carries that reason anyway)."""
     if order.status not in IN_FLIGHT:
         return order, None
     if order.stock_released:
@@ -180,6 +210,22 @@ def on_inventory_released(order: Order) -> Outcome:
     if order.status in IN_FLIGHT:
         return replace(order, stock_released=True), None
     return order, None
+
+
+def _in_flight_reason(order: Order) -> ConfirmationFailureReason:
+    """Why an in-flight order is given up when nobody just asked: the customer's request if
+    one is recorded (legacy CANCEL_REQUESTED), else the deadline."""
+    return "cancelled_by_customer" if order.cancel_requested else "deadline_exceeded"
+
+
+def _given_up(order: Order, reason: ConfirmationFailureReason) -> Outcome:
+    """An in-flight order may no longer be confirmed. Its stock already back means its payment
+    failed and nothing is held: CANCELLED at once. Otherwise CANCELLING, and
+    ORDER_CONFIRMATION_FAILED asks payment_svc to refund or void."""
+    if order.stock_released:
+        return _cancelled(order, reason)
+    failed = replace(order, status=OrderStatus.CANCELLING, reason=reason)
+    return failed, OrderConfirmationFailed(order_id=order.order_id, occurred_at=utc_now(), reason=reason)
 
 
 def _cancelled(order: Order, reason: CancellationReason) -> Outcome:

@@ -1,13 +1,13 @@
-"""order_svc: the requests it serves and the events it reacts to.
+"""order_svc: the requests it serves, the deadlines it keeps and the events it reacts to.
 
-Commands (from HTTP): `place_order`, `cancel_order`. Events: see HANDLERS at the
-bottom; each handler locks the order, lets `domain` decide, then stores the new state,
-one history row per status change, and the event the rules asked for.
+Commands (from HTTP): `place_order`, `cancel_order`. Its own timer: `expire_overdue_orders`.
+Events: see HANDLERS at the bottom. Each locks the order, lets `domain` decide, then stores
+the new state, one history row per status change, and the event the rules asked for.
 """
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -90,15 +90,62 @@ async def adopt_order(event: OrderCreated, tx: Transaction, *,
     await repository.add_history(tx.connection, event.order_id, OrderStatus.PENDING, None, event_id)
 
 
-async def cancel_order(uow: UnitOfWork, order_id: UUID) -> OrderStatus:
-    """The customer's cancellation; returns the order's status afterwards. Raises
-    OrderNotFound, or OrderAlreadyFinal for a CONFIRMED or CANCELLED order. Emits
-    nothing now: the saga reacts when payment completes (see domain)."""
+async def cancel_order(uow: UnitOfWork, order_id: UUID,
+                       on_committed: Callable[[Transaction], None] | None = None) -> OrderStatus:
+    """The customer's cancellation, decided at once whatever step the saga is at: an order in
+    flight becomes CANCELLING and ORDER_CONFIRMATION_FAILED (cancelled_by_customer) goes out in
+    the same transaction (domain.request_cancel). Returns the order's status afterwards; asking
+    again changes nothing. Raises OrderNotFound, or OrderAlreadyFinal for a CONFIRMED or
+    CANCELLED order. `on_committed(tx)` runs after the commit (the saga metrics)."""
     async with uow.starting(order_id) as tx:
         order = await _locked(tx, order_id)
-        after = domain.request_cancel(order)
-        await _record(tx, order, (after, None))
-    return after.status
+        outcome = domain.request_cancel(order)
+        await _record(tx, order, outcome)
+    if on_committed is not None:
+        on_committed(tx)
+    return outcome[0].status
+
+
+EXPIRY_BATCH = 50
+"""Overdue orders read per query of `expire_overdue_orders` (each then handled in its own transaction)."""
+
+
+async def expire_overdue_orders(uow: UnitOfWork, batch: int = EXPIRY_BATCH, limit: int = 1000,
+                                on_committed: Callable[[Transaction], None] | None = None) -> int:
+    """Give up every order in flight past its deadline (domain.on_deadline: CANCELLING,
+    ORDER_CONFIRMATION_FAILED deadline_exceeded), at most `limit` in one call, reading `batch`
+    candidates at a time. Each order is claimed in its own transaction through the unit of
+    work (`uow.starting`, so the event is signed and in the outbox), its row locked with
+    SKIP LOCKED: an order another order_svc instance or an event handler holds is left to
+    them (or to the next call), so several instances never give one order up twice.
+
+    Returns how many orders were given up. TransientError when the database is away (the
+    caller, a timer, tries again on its next tick). `on_committed(tx)` runs after each commit."""
+    expired = 0
+    seen: set[UUID] = set()
+    while expired < limit:
+        async with uow.connection() as connection:
+            overdue = await repository.overdue_orders(connection, batch)
+        fresh = [order_id for order_id in overdue if order_id not in seen]
+        for order_id in fresh:
+            seen.add(order_id)
+            if await _expire(uow, order_id, on_committed):
+                expired += 1
+        if len(overdue) < batch or not fresh:
+            break
+    return expired
+
+
+async def _expire(uow: UnitOfWork, order_id: UUID, on_committed: Callable[[Transaction], None] | None) -> bool:
+    async with uow.starting(order_id) as tx:
+        order = await repository.lock_order(tx.connection, order_id, skip_locked=True)
+        if order is None:  # someone else holds it now: they, or the next tick, decide
+            return False
+        outcome = domain.on_deadline(order)
+        await _record(tx, order, outcome)
+    if on_committed is not None:
+        on_committed(tx)
+    return outcome[0] != order
 
 
 async def on_inventory_rejected(event: InventoryRejected, tx: Transaction) -> None:

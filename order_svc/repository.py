@@ -26,13 +26,22 @@ _BY_IDEMPOTENCY_KEY = """
 SELECT order_id, status, request_sha256 FROM orders WHERE idempotency_key = $1
 """
 
-_LOCK_ORDER = """
+_ORDER_STATE = """
 SELECT order_id, status, reason,
        cancel_requested_at IS NOT NULL AS cancel_requested,
        stock_released_at IS NOT NULL AS stock_released,
        now() > deadline_at AS past_deadline
 FROM orders WHERE order_id = $1
-FOR UPDATE
+"""
+_LOCK_ORDER = _ORDER_STATE + "FOR UPDATE"
+_LOCK_ORDER_SKIP_LOCKED = _ORDER_STATE + "FOR UPDATE SKIP LOCKED"
+
+# In flight past the deadline, the most overdue first (index orders_overdue, schema.sql).
+_OVERDUE_ORDERS = """
+SELECT order_id FROM orders
+WHERE status IN ('PENDING', 'CANCEL_REQUESTED') AND deadline_at < now()
+ORDER BY deadline_at
+LIMIT $1
 """
 
 _SAVE_ORDER = """
@@ -131,9 +140,10 @@ async def find_by_idempotency_key(connection: asyncpg.Connection, key: str) -> a
     return await connection.fetchrow(_BY_IDEMPOTENCY_KEY, key)
 
 
-async def lock_order(connection: asyncpg.Connection, order_id: UUID) -> Order | None:
-    """The order, its row locked until the transaction ends; None if unknown."""
-    row = await connection.fetchrow(_LOCK_ORDER, order_id)
+async def lock_order(connection: asyncpg.Connection, order_id: UUID, *, skip_locked: bool = False) -> Order | None:
+    """The order, its row locked until the transaction ends; None if unknown, or, with
+    `skip_locked`, if another transaction holds its row (instead of waiting for it)."""
+    row = await connection.fetchrow(_LOCK_ORDER_SKIP_LOCKED if skip_locked else _LOCK_ORDER, order_id)
     if row is None:
         return None
     return Order(
@@ -144,6 +154,13 @@ async def lock_order(connection: asyncpg.Connection, order_id: UUID) -> Order | 
         stock_released=row["stock_released"],
         past_deadline=row["past_deadline"],
     )
+
+
+async def overdue_orders(connection: asyncpg.Connection, limit: int) -> list[UUID]:
+    """Ids of at most `limit` orders in flight (PENDING, or a legacy CANCEL_REQUESTED) whose
+    deadline has passed, the most overdue first. Nothing is locked: whoever acts on one locks
+    it (`lock_order`) and checks again."""
+    return [row["order_id"] for row in await connection.fetch(_OVERDUE_ORDERS, limit)]
 
 
 async def save_order(connection: asyncpg.Connection, order: Order) -> None:

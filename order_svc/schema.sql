@@ -1,11 +1,13 @@
 -- order_svc business tables (applied after shared/sql/outbox.sql; idempotent).
 --
--- orders.status, the order's public state:
---   PENDING           placed, the saga is in flight
---   CANCEL_REQUESTED  the customer asked to cancel while in flight; decided when payment completes
---   CANCELLING        a root cause is known (payment failed, confirmation failed); waiting for the stock to be back
+-- orders.status, the order's public state (order_svc/domain.py has the diagram):
+--   PENDING           placed, the saga is in flight; given up at `deadline_at` by order_svc's timer
+--   CANCELLING        given up (the customer cancelled, the deadline passed: ORDER_CONFIRMATION_FAILED
+--                     sent) or its payment failed; waiting for the stock to be back or rejected
 --   CONFIRMED         terminal: paid, stock committed
 --   CANCELLED         terminal: no money and no stock held; `reason` is the root cause
+--   CANCEL_REQUESTED  legacy: an earlier version's cancellation in flight; no order enters it any
+--                     more, one left in it is given up like a cancelled PENDING order
 -- order_history: one row per status change, `event_id` the event that records it.
 CREATE TABLE IF NOT EXISTS orders (
     order_id            uuid          PRIMARY KEY,
@@ -42,3 +44,8 @@ CREATE INDEX IF NOT EXISTS orders_in_flight ON orders (created_at)
     WHERE status NOT IN ('CONFIRMED', 'CANCELLED');
 CREATE INDEX IF NOT EXISTS inbox_saga_id ON inbox (saga_id);
 CREATE INDEX IF NOT EXISTS outbox_saga_id ON outbox (saga_id);
+
+-- The deadline timer's query (order_svc/repository.py, _OVERDUE_ORDERS): orders in flight by
+-- deadline, small because an order leaves it as soon as it is confirmed or given up.
+CREATE INDEX IF NOT EXISTS orders_overdue ON orders (deadline_at)
+    WHERE status IN ('PENDING', 'CANCEL_REQUESTED');

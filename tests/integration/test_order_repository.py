@@ -1,5 +1,5 @@
 """order_svc's commands, handlers and SQL against a real PostgreSQL: placing (with
-Idempotency-Key), cancelling, and every flow of the saga as order_svc sees it."""
+Idempotency-Key), cancelling, the deadline timer, and every flow of the saga as order_svc sees it."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ import pytest
 
 from order_svc import repository
 from order_svc.domain import IdempotencyKeyReused, OrderAlreadyFinal, OrderNotFound, OrderStatus, PlaceOrder
-from order_svc.handlers import HANDLERS, cancel_order, place_order
+from order_svc.handlers import HANDLERS, cancel_order, expire_overdue_orders, place_order
 from shared.events import (
     InventoryRejected,
     InventoryReleased,
@@ -23,6 +23,7 @@ from shared.events import (
     decode_event,
     utc_now,
 )
+from shared.auth import KeyRing, ensure_keys
 from shared.testing import scratch_database
 from shared.tracing import new_traceparent, parse_traceparent
 from shared.uow import Envelope, UnitOfWork
@@ -170,22 +171,37 @@ async def test_a_release_that_overtakes_the_payment_failure_waits_for_it(uow):
     assert (await details(uow, order_id))["status"] == "CANCELLED"
 
 
-async def test_customer_cancel_in_flight_refunds_then_cancels(uow):
+async def test_customer_cancel_in_flight_gives_the_order_up_at_once(uow):
     order_id = await placed(uow)
 
-    assert await cancel_order(uow, order_id) == OrderStatus.CANCEL_REQUESTED
-    assert await cancel_order(uow, order_id) == OrderStatus.CANCEL_REQUESTED  # asking twice changes nothing
-    [failed] = await deliver(uow, payment_completed(order_id))
-    assert (type(failed), failed.reason) == (OrderConfirmationFailed, "cancelled_by_customer")
+    assert await cancel_order(uow, order_id) == OrderStatus.CANCELLING
+    [_, failed] = await outbox(uow, order_id)
+    assert (failed["event_type"], failed["causation_id"]) == ("ORDER_CONFIRMATION_FAILED", "")
+    assert decode_event(json.loads(failed["payload"])).reason == "cancelled_by_customer"
+    assert await cancel_order(uow, order_id) == OrderStatus.CANCELLING  # asking twice changes nothing
+    assert len(await outbox(uow, order_id)) == 2
+    assert await deliver(uow, payment_completed(order_id)) == []  # never confirmed: payment_svc refunds it
     [cancelled] = await deliver(uow, inventory_released(order_id))
 
     assert cancelled.reason == "cancelled_by_customer"
     order = await details(uow, order_id)
     assert (order["status"], order["reason"], order["cancel_requested"]) == ("CANCELLED", "cancelled_by_customer", True)
-    assert statuses(order) == ["PENDING", "CANCEL_REQUESTED", "CANCELLING", "CANCELLED"]
+    assert statuses(order) == ["PENDING", "CANCELLING", "CANCELLED"]
+    assert order["history"][1]["event_id"] == str(failed["id"])
 
 
-async def test_a_cancelled_order_whose_payment_fails_keeps_the_payment_reason(uow):
+async def test_a_cancelled_order_whose_payment_is_voided_ends_on_the_release(uow):
+    order_id = await placed(uow)
+    await cancel_order(uow, order_id)
+
+    assert await deliver(uow, payment_failed(order_id, "cancelled_by_customer")) == []
+    [cancelled] = await deliver(uow, inventory_released(order_id))
+
+    assert cancelled.reason == "cancelled_by_customer"
+    assert (await details(uow, order_id))["status"] == "CANCELLED"
+
+
+async def test_a_cancelled_order_keeps_its_reason_when_the_payment_is_declined_anyway(uow):
     order_id = await placed(uow)
     await cancel_order(uow, order_id)
 
@@ -193,7 +209,137 @@ async def test_a_cancelled_order_whose_payment_fails_keeps_the_payment_reason(uo
     await deliver(uow, inventory_released(order_id))
 
     order = await details(uow, order_id)
+    assert (order["status"], order["reason"], order["cancel_requested"]) == ("CANCELLED", "cancelled_by_customer", True)
+
+
+async def test_a_cancel_after_a_declined_payment_keeps_the_payment_reason(uow):
+    order_id = await placed(uow)
+    await deliver(uow, payment_failed(order_id, "insufficient_funds"))
+
+    assert await cancel_order(uow, order_id) == OrderStatus.CANCELLING
+    assert [row["event_type"] for row in await outbox(uow, order_id)] == ["ORDER_CREATED"]  # nothing to refund
+    await deliver(uow, inventory_released(order_id))
+
+    order = await details(uow, order_id)
     assert (order["status"], order["reason"], order["cancel_requested"]) == ("CANCELLED", "insufficient_funds", True)
+
+
+async def test_a_cancelled_order_rejected_by_inventory_ends_at_once(uow):
+    order_id = await placed(uow)
+    await cancel_order(uow, order_id)
+
+    [cancelled] = await deliver(
+        uow, InventoryRejected(order_id=order_id, occurred_at=utc_now(), reason="out_of_stock", skus=["WIDGET-1"])
+    )
+
+    assert cancelled.reason == "cancelled_by_customer"
+    assert statuses(await details(uow, order_id)) == ["PENDING", "CANCELLING", "CANCELLED"]
+
+
+# --- the deadline, kept by order_svc's own timer -------------------------------------------------
+
+async def wait_past_deadline(uow: UnitOfWork, order_id: uuid.UUID, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with uow.connection() as connection:
+        while not await connection.fetchval("SELECT deadline_at < now() FROM orders WHERE order_id = $1", order_id):
+            assert asyncio.get_running_loop().time() < deadline, "the order's deadline did not pass"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_saga_whose_participants_are_down_is_given_up_at_its_deadline_and_ends_once_they_are_back(uow):
+    """Nothing comes back from inventory or payment (both down) — the timer does not wait for
+    them: past the deadline the order is CANCELLING and ORDER_CONFIRMATION_FAILED is out. Once
+    they are back, payment declines the voided reservation, inventory releases it, and the order
+    ends CANCELLED with the deadline as its reason."""
+    order_id = await placed(uow, deadline_seconds=1.0)
+    await expire_overdue_orders(uow)
+    assert (await details(uow, order_id))["status"] == "PENDING"  # within its deadline
+    await wait_past_deadline(uow, order_id)
+
+    assert await expire_overdue_orders(uow) >= 1
+    order = await details(uow, order_id)
+    assert (order["status"], statuses(order)) == ("CANCELLING", ["PENDING", "CANCELLING"])
+    [_, failed] = await outbox(uow, order_id)
+    assert failed["event_type"] == "ORDER_CONFIRMATION_FAILED"
+    assert decode_event(json.loads(failed["payload"])).reason == "deadline_exceeded"
+    assert order["history"][1]["event_id"] == str(failed["id"])
+    await expire_overdue_orders(uow)
+    assert len(await outbox(uow, order_id)) == 2  # given up once
+
+    assert await deliver(uow, payment_failed(order_id, "deadline_exceeded")) == []
+    [cancelled] = await deliver(uow, inventory_released(order_id))
+    assert cancelled.reason == "deadline_exceeded"
+    assert (await details(uow, order_id))["reason"] == "deadline_exceeded"
+
+
+async def test_concurrent_timers_give_each_overdue_order_up_once(uow):
+    """Several order_svc instances run the timer at once: each order gets one
+    ORDER_CONFIRMATION_FAILED, one CANCELLING history row."""
+    orders = [await placed(uow, deadline_seconds=0.0) for _ in range(30)]
+    await wait_past_deadline(uow, orders[-1])
+
+    given_up = await asyncio.gather(*(expire_overdue_orders(uow, batch=7) for _ in range(4)))
+
+    assert sum(given_up) >= len(orders)
+    for order_id in orders:
+        assert [row["event_type"] for row in await outbox(uow, order_id)] == ["ORDER_CREATED", "ORDER_CONFIRMATION_FAILED"]
+        assert statuses(await details(uow, order_id)) == ["PENDING", "CANCELLING"]
+
+
+async def test_the_timer_skips_an_order_someone_holds_and_takes_it_on_a_later_tick(uow):
+    order_id = await placed(uow, deadline_seconds=0.0)
+    await wait_past_deadline(uow, order_id)
+    async with uow.bare_transaction() as holder:
+        await holder.execute("SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
+        await asyncio.wait_for(expire_overdue_orders(uow), timeout=10)  # does not wait for the lock
+        assert (await details(uow, order_id))["status"] == "PENDING"
+
+    await expire_overdue_orders(uow)
+    assert (await details(uow, order_id))["status"] == "CANCELLING"
+
+
+async def test_the_timer_reports_each_commit(uow):
+    order_id = await placed(uow, deadline_seconds=0.0)
+    await wait_past_deadline(uow, order_id)
+    committed = []
+
+    await expire_overdue_orders(uow, on_committed=committed.append)
+
+    mine = [tx for tx in committed if tx.saga_id == str(order_id)]
+    assert [[type(event).__name__ for _, event in tx.emitted] for tx in mine] == [["OrderConfirmationFailed"]]
+
+
+async def test_the_cancellation_and_the_deadline_are_signed_by_order_svc(uow, tmp_path):
+    """Both go out through the unit of work, so they are signed like any event order_svc emits."""
+    ensure_keys(tmp_path)
+    keys = KeyRing.load(tmp_path, "order_svc")
+    signing = UnitOfWork(uow.pool, "order_svc", keys)
+    cancelled, overdue = await placed(signing), await placed(signing, deadline_seconds=0.0)
+    await wait_past_deadline(uow, overdue)
+
+    await cancel_order(signing, cancelled)
+    await expire_overdue_orders(signing)
+
+    for order_id in (cancelled, overdue):
+        [_, failed] = await outbox(uow, order_id)
+        assert failed["event_type"] == "ORDER_CONFIRMATION_FAILED"
+        keys.authenticate("order_svc", failed["signature"], event_id=str(failed["id"]), event_type=failed["event_type"],
+                          saga_id=str(order_id), causation_id=failed["causation_id"], payload=json.loads(failed["payload"]))
+
+
+async def test_an_order_whose_stock_came_back_before_its_deadline_is_cancelled_by_it(uow):
+    """A release read before the PAYMENT_FAILED that caused it: nothing is held, so the timer
+    ends the order at once."""
+    order_id = await placed(uow, deadline_seconds=0.3)
+    await deliver(uow, inventory_released(order_id))
+    await wait_past_deadline(uow, order_id)
+
+    await expire_overdue_orders(uow)
+
+    order = await details(uow, order_id)
+    assert (order["status"], order["reason"]) == ("CANCELLED", "deadline_exceeded")
+    assert [row["event_type"] for row in await outbox(uow, order_id)] == ["ORDER_CREATED", "ORDER_CANCELLED"]
+    assert await deliver(uow, payment_failed(order_id)) == []
 
 
 async def test_payment_after_the_deadline_is_not_confirmed(uow):
