@@ -1,5 +1,20 @@
 """Payment rules. Pure functions.
 
+One payment row per order records every decision payment_svc made for it, and is what a
+redelivered event of any age is checked against (SPEC I8):
+
+    (none) ──INVENTORY_RESERVED, authorized──▶ CAPTURED ──ORDER_CONFIRMATION_FAILED──▶ REFUNDED
+       │   └──INVENTORY_RESERVED, declined───▶ DECLINED (the decline's reason)
+       └──ORDER_CONFIRMATION_FAILED──▶ VOIDED ──INVENTORY_RESERVED──▶ DECLINED (the void's reason)
+
+A void is the order given up (cancelled by the customer, or past its deadline) before
+payment_svc charged it: the reservation that comes later is declined with the void's reason,
+so the stock goes back (SPEC §4.5). Whichever of the two events arrives first, the outcome
+is the same money: nothing held. Every other event meeting a row is a fact already decided
+(a redelivery, or an order given up after its charge was declined) and changes nothing. The
+handlers decide under one lock per order (payment_svc/repository.py, `lock_saga`), so a
+charge and a void of one order never interleave.
+
 A charge is checked in this order, the first failing rule naming the decline:
   1. the customer has an account            else UnknownCustomer   (unknown_customer)
   2. amount <= the per-order limit          else LimitExceeded     (limit_exceeded)
@@ -10,16 +25,29 @@ An account holds one currency and there is no conversion: a customer with a EUR
 account has no USD to pay with, which is what `insufficient_funds` says (the decline's
 message names the currency mismatch). The per-order limit is a plain number applied in
 the order's own currency.
+
+Money (I3): a payment holds its amount while CAPTURED and nothing in any other status; an
+account's balance moves by exactly what its payments' holdings move (`Payment.held`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.errors import DomainError
+from shared.events import (
+    ConfirmationFailureReason,
+    InventoryReserved,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentFailureReason,
+    PaymentRefunded,
+    utc_now,
+)
 from shared.money import Currency, Money
 
 
@@ -27,6 +55,7 @@ class PaymentStatus(StrEnum):
     CAPTURED = "CAPTURED"
     REFUNDED = "REFUNDED"
     DECLINED = "DECLINED"
+    VOIDED = "VOIDED"
 
 
 class PaymentDeclined(DomainError):
@@ -75,3 +104,76 @@ def authorize(
     if account.balance < amount:
         raise InsufficientFunds(f"balance {account.balance} {currency} is below {amount}")
     return account.balance - amount
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What payment_svc decided for one order (its payments row, read under the order's lock).
+    A void recorded before the reservation knows no customer, amount or currency yet."""
+
+    order_id: UUID
+    payment_id: UUID
+    status: PaymentStatus
+    customer_id: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    reason: PaymentFailureReason | None = None
+    """Why it was DECLINED or VOIDED."""
+    detail: str | None = None
+    """The decline's message, for people."""
+
+    @property
+    def held(self) -> Decimal:
+        """The money this payment holds from its customer: the amount while CAPTURED, else 0."""
+        return self.amount if self.status == PaymentStatus.CAPTURED and self.amount is not None else Decimal(0)
+
+
+Outcome = tuple[Payment | None, PaymentCompleted | PaymentFailed | PaymentRefunded | None]
+"""The order's payment after the fact (None: still none), and the event to emit (if any)."""
+
+
+def on_inventory_reserved(
+    payment: Payment | None, account: Account | None, reserved: InventoryReserved, per_order_limit: Decimal,
+    payment_id: UUID,
+) -> Outcome:
+    """Charge a reserved order once. No payment yet: `authorize` against `account` (the
+    reservation's customer's, None if unknown) — CAPTURED and PAYMENT_COMPLETED, or DECLINED
+    and PAYMENT_FAILED with the decline's reason; the new row gets `payment_id`. VOIDED (the
+    order was given up first): DECLINED and PAYMENT_FAILED with the void's reason, nothing
+    charged. Anything else was decided before: no change."""
+    charge = dict(customer_id=reserved.customer_id, amount=reserved.amount, currency=reserved.currency)
+    if payment is not None:
+        if payment.status != PaymentStatus.VOIDED:
+            return payment, None
+        declined = replace(payment, status=PaymentStatus.DECLINED, **charge,
+                           detail=f"the order was given up before it was charged ({payment.reason})")
+        return declined, _failed(reserved, payment.reason)
+    try:
+        authorize(account, reserved.customer_id, reserved.amount, reserved.currency, per_order_limit)
+    except PaymentDeclined as decline:
+        declined = Payment(reserved.order_id, payment_id, PaymentStatus.DECLINED, **charge, reason=decline.reason,
+                           detail=str(decline))
+        return declined, _failed(reserved, decline.reason)
+    captured = Payment(reserved.order_id, payment_id, PaymentStatus.CAPTURED, **charge)
+    return captured, PaymentCompleted(order_id=reserved.order_id, occurred_at=utc_now(), payment_id=payment_id,
+                                      amount=reserved.amount, currency=reserved.currency)
+
+
+def on_order_given_up(
+    payment: Payment | None, order_id: UUID, reason: ConfirmationFailureReason, payment_id: UUID
+) -> Outcome:
+    """ORDER_CONFIRMATION_FAILED: the order will not be confirmed. CAPTURED: refund in full
+    (REFUNDED, PAYMENT_REFUNDED; C3). No payment yet: record a void (VOIDED with `reason`, a
+    new row with `payment_id`), emitting nothing — the reservation, when it comes, is declined.
+    DECLINED, REFUNDED, VOIDED: nothing is held, nothing to do."""
+    if payment is None:
+        return Payment(order_id, payment_id, PaymentStatus.VOIDED, reason=reason), None
+    if payment.status != PaymentStatus.CAPTURED:
+        return payment, None
+    refunded = replace(payment, status=PaymentStatus.REFUNDED)
+    return refunded, PaymentRefunded(order_id=order_id, occurred_at=utc_now(), payment_id=payment.payment_id,
+                                     amount=payment.amount, currency=payment.currency)
+
+
+def _failed(reserved: InventoryReserved, reason: PaymentFailureReason) -> PaymentFailed:
+    return PaymentFailed(order_id=reserved.order_id, occurred_at=utc_now(), reason=reason)

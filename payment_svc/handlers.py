@@ -1,19 +1,17 @@
-"""payment_svc: charge reserved orders, refund those that could not be confirmed (C3)."""
+"""payment_svc: charge reserved orders, refund or void those given up (C3, SPEC §4.5).
+
+Each handler locks the order (one lock per order for every decision: a charge and a void
+never interleave), loads its payment row, lets `domain` decide, then records: the payment
+row, the account moved by exactly what the payment's holding moved, and the event.
+"""
 from __future__ import annotations
 
 import uuid
 from decimal import Decimal
 
 from payment_svc import domain, repository
-from payment_svc.domain import PaymentStatus
-from shared.events import (
-    InventoryReserved,
-    OrderConfirmationFailed,
-    PaymentCompleted,
-    PaymentFailed,
-    PaymentRefunded,
-    utc_now,
-)
+from payment_svc.domain import Outcome, Payment
+from shared.events import InventoryReserved, OrderConfirmationFailed
 from shared.settings import DEFAULT_PER_ORDER_LIMIT
 from shared.uow import Transaction
 
@@ -21,50 +19,42 @@ from shared.uow import Transaction
 async def charge_payment(
     event: InventoryReserved, tx: Transaction, per_order_limit: Decimal = DEFAULT_PER_ORDER_LIMIT
 ) -> None:
-    """Debit the customer's account and emit PAYMENT_COMPLETED, or record the decline and
-    emit PAYMENT_FAILED. At most one payment per order. `per_order_limit` comes from
-    PaymentSettings (bound in bootstrap)."""
-    if await repository.payment_exists(tx.connection, event.order_id):
-        return
+    """Charge the reservation once (PAYMENT_COMPLETED or PAYMENT_FAILED), decline it if the
+    order was voided, ignore it if already decided (domain.on_inventory_reserved).
+    `per_order_limit` comes from PaymentSettings (bound in bootstrap)."""
+    payment = await _locked(tx, event.order_id)
     account = await repository.lock_account(tx.connection, event.customer_id)
-    payment_id = uuid.uuid4()
-    try:
-        domain.authorize(account, event.customer_id, event.amount, event.currency, per_order_limit)
-    except domain.PaymentDeclined as decline:
-        await repository.insert_payment(
-            tx.connection, payment_id, event.order_id, event.customer_id, event.amount, event.currency,
-            PaymentStatus.DECLINED, decline.reason, str(decline),
-        )
-        await tx.emit(PaymentFailed(order_id=event.order_id, occurred_at=utc_now(), reason=decline.reason))
-        return
-    await repository.add_to_balance(tx.connection, event.customer_id, -event.amount)
-    await repository.insert_payment(
-        tx.connection, payment_id, event.order_id, event.customer_id, event.amount, event.currency,
-        PaymentStatus.CAPTURED,
-    )
-    await tx.emit(
-        PaymentCompleted(
-            order_id=event.order_id, occurred_at=utc_now(), payment_id=payment_id,
-            amount=event.amount, currency=event.currency,
-        )
-    )
+    outcome = domain.on_inventory_reserved(payment, account, event, per_order_limit, uuid.uuid4())
+    await _record(tx, payment, outcome)
 
 
-async def refund_payment(event: OrderConfirmationFailed, tx: Transaction) -> None:
-    """Compensation C3: credit a captured payment back, exactly once."""
-    payment = await repository.mark_refunded(tx.connection, event.order_id)
-    if payment is None:
+async def refund_or_void(event: OrderConfirmationFailed, tx: Transaction) -> None:
+    """The order was given up: refund a captured payment exactly once (PAYMENT_REFUNDED), or
+    void an order not charged yet (domain.on_order_given_up)."""
+    payment = await _locked(tx, event.order_id)
+    await _record(tx, payment, domain.on_order_given_up(payment, event.order_id, event.reason, uuid.uuid4()))
+
+
+async def _locked(tx: Transaction, order_id: uuid.UUID) -> Payment | None:
+    await repository.lock_saga(tx.connection, order_id)
+    return await repository.payment(tx.connection, order_id)
+
+
+async def _record(tx: Transaction, before: Payment | None, outcome: Outcome) -> None:
+    """Store the payment after the fact, move its customer's balance by what it stopped (or
+    started) holding, and emit the event the rules asked for."""
+    after, event = outcome
+    if after is None or after == before:
         return
-    await repository.add_to_balance(tx.connection, payment["customer_id"], payment["amount"])
-    await tx.emit(
-        PaymentRefunded(
-            order_id=event.order_id, occurred_at=utc_now(), payment_id=payment["payment_id"],
-            amount=payment["amount"], currency=payment["currency"],
-        )
-    )
+    credit = (before.held if before is not None else Decimal(0)) - after.held
+    if credit:
+        await repository.add_to_balance(tx.connection, after.customer_id, credit)
+    await repository.save_payment(tx.connection, after)
+    if event is not None:
+        await tx.emit(event)
 
 
 HANDLERS = {
     InventoryReserved: charge_payment,
-    OrderConfirmationFailed: refund_payment,
+    OrderConfirmationFailed: refund_or_void,
 }

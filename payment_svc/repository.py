@@ -1,7 +1,9 @@
 """payment_svc's SQL. Every function takes the connection of the caller's transaction.
 
-Lock order: a payment row first (refund), then the account row — a charge locks only
-the account and inserts a new payment, so the two never wait on each other in a cycle.
+Lock order, everywhere: the order's lock first (`lock_saga`, held until the transaction
+ends), then the account row. A transaction handles one order, so two never wait on each
+other in a cycle; and every decision about one order — charge, refund, void — is taken
+under that order's lock, whichever event reached payment_svc first.
 """
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from uuid import UUID
 
 import asyncpg
 
-from payment_svc.domain import Account, PaymentStatus, UnknownCustomer
+from payment_svc.domain import Account, Payment, PaymentStatus, UnknownCustomer
+
+SAGA_LOCK_CLASS = 7_400_511
+"""The first key of the order locks (pg_advisory_xact_lock(int, int)); the second is the order
+id's hash. Two-key advisory locks never meet the one-key lock of shared/migrations.py, and two
+orders sharing a hash only wait for each other."""
+
+_LOCK_SAGA = """SELECT pg_advisory_xact_lock($1, hashtext($2::text))"""
 
 _LOCK_ACCOUNT = """
 SELECT customer_id, balance, currency FROM accounts WHERE customer_id = $1 FOR UPDATE
@@ -21,19 +30,18 @@ _ADD_TO_BALANCE = """
 UPDATE accounts SET balance = balance + $2, updated_at = now() WHERE customer_id = $1
 """
 
-_PAYMENT_EXISTS = """
-SELECT EXISTS (SELECT 1 FROM payments WHERE order_id = $1)
+_PAYMENT = """
+SELECT order_id, payment_id, status, customer_id, amount, currency, reason, detail
+FROM payments WHERE order_id = $1
 """
 
-_INSERT_PAYMENT = """
-INSERT INTO payments (payment_id, order_id, customer_id, amount, currency, status, reason, detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-"""
-
-_REFUND_PAYMENT = """
-UPDATE payments SET status = 'REFUNDED', updated_at = now()
-WHERE order_id = $1 AND status = 'CAPTURED'
-RETURNING payment_id, customer_id, amount, currency
+# One row per order, rewritten as its decisions follow each other (under the order's lock).
+_SAVE_PAYMENT = """
+INSERT INTO payments (order_id, payment_id, status, customer_id, amount, currency, reason, detail, voided_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $3 = 'VOIDED' THEN now() END)
+ON CONFLICT (order_id) DO UPDATE
+SET status = EXCLUDED.status, customer_id = EXCLUDED.customer_id, amount = EXCLUDED.amount,
+    currency = EXCLUDED.currency, reason = EXCLUDED.reason, detail = EXCLUDED.detail, updated_at = now()
 """
 
 _SET_ACCOUNT = """
@@ -65,30 +73,31 @@ async def add_to_balance(connection: asyncpg.Connection, customer_id: str, delta
         raise UnknownCustomer(f"customer {customer_id} has no account")
 
 
-async def payment_exists(connection: asyncpg.Connection, order_id: UUID) -> bool:
-    return await connection.fetchval(_PAYMENT_EXISTS, order_id)
+async def lock_saga(connection: asyncpg.Connection, order_id: UUID) -> None:
+    """Take the order's lock (a transaction-scoped advisory lock, waited for if another
+    transaction holds it). Every decision about the order's payment is taken under it."""
+    await connection.execute(_LOCK_SAGA, SAGA_LOCK_CLASS, str(order_id))
 
 
-async def insert_payment(
-    connection: asyncpg.Connection,
-    payment_id: UUID,
-    order_id: UUID,
-    customer_id: str,
-    amount: Decimal,
-    currency: str,
-    status: PaymentStatus,
-    reason: str | None = None,
-    detail: str | None = None,
-) -> None:
-    await connection.execute(
-        _INSERT_PAYMENT, payment_id, order_id, customer_id, amount, currency, status, reason, detail
+async def payment(connection: asyncpg.Connection, order_id: UUID) -> Payment | None:
+    """The order's payment row, or None if payment_svc has decided nothing for it yet.
+    Read it under `lock_saga` to act on it."""
+    row = await connection.fetchrow(_PAYMENT, order_id)
+    if row is None:
+        return None
+    return Payment(
+        order_id=row["order_id"], payment_id=row["payment_id"], status=PaymentStatus(row["status"]),
+        customer_id=row["customer_id"], amount=row["amount"], currency=row["currency"], reason=row["reason"],
+        detail=row["detail"],
     )
 
 
-async def mark_refunded(connection: asyncpg.Connection, order_id: UUID) -> asyncpg.Record | None:
-    """CAPTURED → REFUNDED; (payment_id, customer_id, amount, currency) of the payment,
-    or None if the order has no captured payment (none, declined, or already refunded)."""
-    return await connection.fetchrow(_REFUND_PAYMENT, order_id)
+async def save_payment(connection: asyncpg.Connection, payment: Payment) -> None:
+    """Insert or rewrite the order's payment row as `payment` (a void also stamps voided_at)."""
+    await connection.execute(
+        _SAVE_PAYMENT, payment.order_id, payment.payment_id, payment.status, payment.customer_id, payment.amount,
+        payment.currency, payment.reason, payment.detail,
+    )
 
 
 async def set_account(connection: asyncpg.Connection, customer_id: str, balance: Decimal, currency: str) -> dict[str, Any]:

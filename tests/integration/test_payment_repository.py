@@ -1,5 +1,7 @@
 """payment_svc's handlers and SQL against a real PostgreSQL: charges exact to the cent,
-declines with their reasons, a refund exactly once, no overdraft under concurrency."""
+declines with their reasons, a refund exactly once, no overdraft under concurrency, voids
+that decline a later reservation, one outcome whichever of a charge and a void comes first,
+and a decision per order that a redelivery of any age (its inbox row purged) cannot change."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +12,7 @@ import pytest
 
 from payment_svc import repository
 from payment_svc.bootstrap import bind_handlers
+from shared.migrations import service_schema_files
 from shared.events import (
     InventoryReserved,
     OrderConfirmationFailed,
@@ -71,8 +74,21 @@ def reserved(name: str, amount: str, currency: str = "EUR") -> InventoryReserved
     )
 
 
-def confirmation_failed(order_id: uuid.UUID) -> OrderConfirmationFailed:
-    return OrderConfirmationFailed(order_id=order_id, occurred_at=utc_now(), reason="cancelled_by_customer")
+def confirmation_failed(order_id: uuid.UUID, reason: str = "cancelled_by_customer") -> OrderConfirmationFailed:
+    return OrderConfirmationFailed(order_id=order_id, occurred_at=utc_now(), reason=reason)
+
+
+async def forget_inbox(uow: UnitOfWork, order_id: uuid.UUID) -> int:
+    """What the retention purge does to a saga's inbox rows once they are past the dedupe window."""
+    async with uow.connection() as connection:
+        status = await connection.execute("DELETE FROM inbox WHERE saga_id = $1", str(order_id))
+    return int(status.split()[-1])
+
+
+async def outbox_types(uow: UnitOfWork, order_id: uuid.UUID) -> list[str]:
+    async with uow.connection() as connection:
+        rows = await connection.fetch("SELECT event_type FROM outbox WHERE saga_id = $1 ORDER BY created_at", str(order_id))
+    return [row["event_type"] for row in rows]
 
 
 async def test_a_charge_debits_the_account_to_the_cent(uow):
@@ -158,14 +174,101 @@ async def test_a_refund_happens_exactly_once(uow):
     assert (await payment_row(uow, event.order_id))["status"] == "REFUNDED"
 
 
-async def test_no_refund_for_a_declined_or_unknown_payment(uow):
+async def test_no_refund_for_a_declined_payment(uow):
     name = await customer(uow, "1.00")
     event = reserved(name, "2.00")
     await deliver(uow, event)
 
     assert await deliver(uow, confirmation_failed(event.order_id)) == []
-    assert await deliver(uow, confirmation_failed(uuid.uuid4())) == []
     assert await balance(uow, name) == "1.00"
+    assert (await payment_row(uow, event.order_id))["status"] == "DECLINED"
+
+
+@pytest.mark.parametrize("reason", ["cancelled_by_customer", "deadline_exceeded"])
+async def test_an_order_given_up_before_its_reservation_is_voided_and_then_declined(uow, reason):
+    name = await customer(uow, "100.00")
+    event = reserved(name, "40.00")
+
+    assert await deliver(uow, confirmation_failed(event.order_id, reason)) == []
+    void = await payment_row(uow, event.order_id)
+    assert (void["status"], void["reason"], void["customer_id"], void["amount"]) == ("VOIDED", reason, None, None)
+    assert void["voided_at"] is not None
+    [failed] = await deliver(uow, event)
+
+    assert (type(failed), failed.reason) == (PaymentFailed, reason)
+    assert await balance(uow, name) == "100.00"
+    row = await payment_row(uow, event.order_id)
+    assert (row["status"], row["reason"], row["customer_id"], row["amount"]) == ("DECLINED", reason, name, Decimal("40.00"))
+    assert (row["payment_id"], row["voided_at"]) == (void["payment_id"], void["voided_at"])
+    assert await outbox_types(uow, event.order_id) == ["PAYMENT_FAILED"]
+
+
+async def test_a_charge_and_a_void_arriving_together_agree(uow):
+    """SPEC §4.5: under one lock per order, whichever reaches payment_svc first: charged then
+    refunded, or voided then declined — the money is back and exactly one event asks
+    inventory to release."""
+    name = await customer(uow, "1000.00")
+    events = [reserved(name, "10.00") for _ in range(20)]
+
+    outcomes = await asyncio.gather(*(
+        asyncio.gather(deliver(uow, event), deliver(uow, confirmation_failed(event.order_id))) for event in events
+    ))
+
+    assert await balance(uow, name) == "1000.00"
+    seen = set()
+    for event, (charged, given_up) in zip(events, outcomes):
+        kinds = tuple(sorted(type(e).__name__ for e in charged + given_up))
+        status = (await payment_row(uow, event.order_id))["status"]
+        assert (status, kinds) in {
+            ("REFUNDED", ("PaymentCompleted", "PaymentRefunded")),
+            ("DECLINED", ("PaymentFailed",)),
+        }, (status, kinds)
+        seen.add(status)
+    print(f"outcomes of {len(events)} races: {sorted(seen)}")
+
+
+async def test_a_declined_order_redelivered_after_its_inbox_row_was_purged_is_not_charged(uow):
+    """SPEC I8: the payment row, not only the inbox, guards the order — even once the customer
+    could pay, the same INVENTORY_RESERVED charges nothing and emits nothing."""
+    name = await customer(uow, "5.00")
+    event, event_id = reserved(name, "40.00"), uuid.uuid4()
+    [failed] = await deliver(uow, event, event_id)
+    async with uow.connection() as connection:
+        await repository.set_account(connection, name, Decimal("500.00"), "EUR")
+    assert await forget_inbox(uow, event.order_id) == 1
+
+    assert await deliver(uow, event, event_id) == []
+    assert await deliver(uow, event) == []
+
+    assert failed.reason == "insufficient_funds"
+    assert await balance(uow, name) == "500.00"
+    assert (await payment_row(uow, event.order_id))["status"] == "DECLINED"
+    assert await outbox_types(uow, event.order_id) == ["PAYMENT_FAILED"]
+
+
+@pytest.mark.parametrize("given_up_first", [True, False], ids=["voided", "refunded"])
+async def test_a_given_up_order_redelivered_after_its_inbox_rows_were_purged_changes_nothing(uow, given_up_first):
+    name = await customer(uow, "100.00")
+    event = reserved(name, "40.00")
+    steps = [confirmation_failed(event.order_id), event]
+    for step in steps if given_up_first else reversed(steps):
+        await deliver(uow, step)
+    before = (await balance(uow, name), dict(await payment_row(uow, event.order_id)), await outbox_types(uow, event.order_id))
+    await forget_inbox(uow, event.order_id)
+
+    for step in steps + steps:
+        assert await deliver(uow, step) == []
+
+    assert before[0] == "100.00"
+    assert (await balance(uow, name), dict(await payment_row(uow, event.order_id)),
+            await outbox_types(uow, event.order_id)) == before
+
+
+async def test_the_schema_applies_again_over_itself(uow):
+    """A changed schema.sql is applied again as a whole (shared/migrations.py)."""
+    async with uow.connection() as connection:
+        await connection.execute(service_schema_files("payment_svc")[1].read_text())
+        assert await connection.fetchval("SELECT count(*) FROM payments") > 0
 
 
 async def test_money_is_conserved_per_customer(uow):
