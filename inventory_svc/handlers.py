@@ -1,67 +1,60 @@
-"""inventory_svc: reserve stock for new orders, release it (C1) or sell it.
+"""inventory_svc: reserve stock for new orders or reject them, release it (C1) or sell it.
 
-Releasing and committing move a reservation out of RESERVED at most once: a second
-PAYMENT_FAILED / PAYMENT_REFUNDED / ORDER_CONFIRMED for the same order finds nothing
-to move and emits nothing.
+Each handler locks the order, loads its reservation row, lets `domain` decide, then
+records: the reservation row, the order's units moved between the stock columns exactly as
+the reservation's status moved them (`Reservation.units_in`), and the event. A row already
+decided turns every later or repeated event into a no-op, whatever its age (SPEC I8).
 """
 from __future__ import annotations
 
 import uuid
 
 from inventory_svc import domain, repository
-from shared.events import (
-    InventoryCommitted,
-    InventoryRejected,
-    InventoryReleased,
-    InventoryReserved,
-    OrderConfirmed,
-    OrderCreated,
-    PaymentFailed,
-    PaymentRefunded,
-    utc_now,
-)
+from inventory_svc.domain import Outcome, Reservation
+from shared.events import OrderConfirmed, OrderCreated, PaymentFailed, PaymentRefunded
 from shared.uow import Transaction
 
 
 async def reserve_stock(event: OrderCreated, tx: Transaction) -> None:
-    """All items or none: lock the SKU rows, check, move available → reserved."""
-    if await repository.reservation_exists(tx.connection, event.order_id):
-        return
-    available = await repository.lock_stock(tx.connection, (item.sku for item in event.items))
-    try:
-        domain.check_availability(event.items, available)
-    except domain.StockUnavailable as rejection:
-        await tx.emit(
-            InventoryRejected(order_id=event.order_id, occurred_at=utc_now(), reason=rejection.reason, skus=rejection.skus)
-        )
-        return
-    reservation_id = uuid.uuid4()
-    await repository.reserve(tx.connection, reservation_id, event.order_id, event.items)
-    await tx.emit(
-        InventoryReserved(
-            order_id=event.order_id,
-            occurred_at=utc_now(),
-            reservation_id=reservation_id,
-            items=event.items,
-            customer_id=event.customer_id,
-            amount=event.amount,
-            currency=event.currency,
-        )
-    )
+    """All items or none (INVENTORY_RESERVED or INVENTORY_REJECTED), once per order: the SKU
+    rows are locked and read only for an order not decided yet."""
+    reservation = await _locked(tx, event.order_id)
+    available = {} if reservation is not None else await repository.lock_stock(
+        tx.connection, (item.sku for item in event.items))
+    await _record(tx, reservation, domain.on_order_created(reservation, available, event, uuid.uuid4()))
 
 
 async def release_stock(event: PaymentFailed | PaymentRefunded, tx: Transaction) -> None:
     """Compensation C1: the reserved stock goes back to available."""
-    reservation_id = await repository.release(tx.connection, event.order_id)
-    if reservation_id is not None:
-        await tx.emit(InventoryReleased(order_id=event.order_id, occurred_at=utc_now(), reservation_id=reservation_id))
+    reservation = await _locked(tx, event.order_id)
+    await _record(tx, reservation, domain.release(reservation))
 
 
 async def commit_stock(event: OrderConfirmed, tx: Transaction) -> None:
     """The order is confirmed: reserved stock becomes sold."""
-    reservation_id = await repository.commit(tx.connection, event.order_id)
-    if reservation_id is not None:
-        await tx.emit(InventoryCommitted(order_id=event.order_id, occurred_at=utc_now(), reservation_id=reservation_id))
+    reservation = await _locked(tx, event.order_id)
+    await _record(tx, reservation, domain.commit(reservation))
+
+
+async def _locked(tx: Transaction, order_id: uuid.UUID) -> Reservation | None:
+    await repository.lock_saga(tx.connection, order_id)
+    return await repository.reservation(tx.connection, order_id)
+
+
+async def _record(tx: Transaction, before: Reservation | None, outcome: Outcome) -> None:
+    """Store the reservation after the fact, move its units to the stock column its new status
+    puts them in, and emit the event the rules asked for."""
+    after, event = outcome
+    if after is None or after == before:
+        return
+    was_in = before.units_in if before is not None else "available"
+    if after.units_in != was_in:
+        if before is not None:  # a new order's SKU rows were locked when its availability was read
+            await repository.lock_stock(tx.connection, (item.sku for item in after.items))
+        await repository.move_units(tx.connection, after.items, was_in, after.units_in)
+    await repository.save_reservation(tx.connection, after)
+    if event is not None:
+        await tx.emit(event)
 
 
 HANDLERS = {

@@ -1,8 +1,9 @@
 """inventory_svc's SQL. Every function takes the connection of the caller's transaction.
 
-Lock order, everywhere: a reservation row first (if any), then stock rows in SKU
-order — so concurrent reservations, releases and commits wait for each other but
-never deadlock.
+Lock order, everywhere: the order's lock first (`lock_saga`, held until the transaction
+ends), then stock rows in SKU order — so concurrent reservations, releases and commits wait
+for each other but never deadlock, and two deliveries of one order's events never decide
+side by side.
 """
 from __future__ import annotations
 
@@ -13,28 +14,32 @@ from uuid import UUID
 
 import asyncpg
 
-from inventory_svc.domain import ReservationStatus
+from inventory_svc.domain import Reservation, ReservationStatus, StockColumn
 from shared.events import OrderItem
+
+SAGA_LOCK_CLASS = 7_400_512
+"""The first key of the order locks (pg_advisory_xact_lock(int, int)); the second is the order
+id's hash. Two-key advisory locks never meet the one-key lock of shared/migrations.py, and two
+orders sharing a hash only wait for each other."""
+
+_LOCK_SAGA = """SELECT pg_advisory_xact_lock($1, hashtext($2::text))"""
 
 _LOCK_STOCK = """
 SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE
 """
 
-_RESERVATION_EXISTS = """
-SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)
+_RESERVATION = """
+SELECT order_id, reservation_id, status, items, reason, rejected_skus FROM reservations WHERE order_id = $1
 """
 
-_INSERT_RESERVATION = """
-INSERT INTO reservations (reservation_id, order_id, status, items) VALUES ($1, $2, $3, $4::jsonb)
+# One row per order; after its first decision only the status changes (under the order's lock).
+_SAVE_RESERVATION = """
+INSERT INTO reservations (reservation_id, order_id, status, items, reason, rejected_skus)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()
 """
 
-_SETTLE_RESERVATION = """
-UPDATE reservations SET status = $2, updated_at = now()
-WHERE order_id = $1 AND status = 'RESERVED'
-RETURNING reservation_id, items
-"""
-
-# $3/$4/$5: how available/reserved/sold change per unit of each item (see _RESERVE, ...)
+# $3/$4/$5: how available/reserved/sold change per unit of each item (move_units)
 _MOVE_STOCK = """
 UPDATE stock AS s
 SET available = s.available + $3::bigint * i.quantity,
@@ -44,7 +49,7 @@ SET available = s.available + $3::bigint * i.quantity,
 FROM unnest($1::text[], $2::bigint[]) AS i (sku, quantity)
 WHERE s.sku = i.sku
 """
-_RESERVE, _RELEASE, _COMMIT = (-1, 1, 0), (1, -1, 0), (0, -1, 1)
+_COLUMNS: tuple[StockColumn, ...] = ("available", "reserved", "sold")
 
 _SET_AVAILABLE = """
 INSERT INTO stock (sku, available) VALUES ($1, $2)
@@ -67,29 +72,46 @@ async def lock_stock(connection: asyncpg.Connection, skus: Iterable[str]) -> dic
     return {row["sku"]: row["available"] for row in rows}
 
 
-async def reservation_exists(connection: asyncpg.Connection, order_id: UUID) -> bool:
-    return await connection.fetchval(_RESERVATION_EXISTS, order_id)
+async def lock_saga(connection: asyncpg.Connection, order_id: UUID) -> None:
+    """Take the order's lock (a transaction-scoped advisory lock, waited for if another
+    transaction holds it). Every decision about the order's reservation is taken under it."""
+    await connection.execute(_LOCK_SAGA, SAGA_LOCK_CLASS, str(order_id))
 
 
-async def reserve(
-    connection: asyncpg.Connection, reservation_id: UUID, order_id: UUID, items: Sequence[OrderItem]
+async def reservation(connection: asyncpg.Connection, order_id: UUID) -> Reservation | None:
+    """The order's reservation row, or None if inventory_svc has decided nothing for it yet.
+    Read it under `lock_saga` to act on it."""
+    row = await connection.fetchrow(_RESERVATION, order_id)
+    if row is None:
+        return None
+    return Reservation(
+        order_id=row["order_id"],
+        reservation_id=row["reservation_id"],
+        status=ReservationStatus(row["status"]),
+        items=tuple(OrderItem(**item) for item in json.loads(row["items"])),
+        reason=row["reason"],
+        skus=tuple(row["rejected_skus"] or ()),
+    )
+
+
+async def save_reservation(connection: asyncpg.Connection, reservation: Reservation) -> None:
+    """Insert the order's reservation row, or set its status."""
+    items = json.dumps([item.model_dump() for item in reservation.items])
+    await connection.execute(
+        _SAVE_RESERVATION, reservation.reservation_id, reservation.order_id, reservation.status, items,
+        reservation.reason, list(reservation.skus) if reservation.status == ReservationStatus.REJECTED else None,
+    )
+
+
+async def move_units(
+    connection: asyncpg.Connection, items: Sequence[OrderItem], source: StockColumn, target: StockColumn
 ) -> None:
-    """Move each item's quantity from available to reserved and record the reservation.
-    The caller holds the SKU locks and has checked availability."""
-    await _move(connection, items, _RESERVE)
-    payload = json.dumps([item.model_dump() for item in items])
-    await connection.execute(_INSERT_RESERVATION, reservation_id, order_id, ReservationStatus.RESERVED, payload)
-
-
-async def release(connection: asyncpg.Connection, order_id: UUID) -> UUID | None:
-    """RESERVED → RELEASED, stock back to available. The reservation id, or None if the
-    order has no RESERVED reservation (never reserved, or already released/committed)."""
-    return await _settle(connection, order_id, ReservationStatus.RELEASED, _RELEASE)
-
-
-async def commit(connection: asyncpg.Connection, order_id: UUID) -> UUID | None:
-    """RESERVED → COMMITTED, reserved stock becomes sold. As `release` for the result."""
-    return await _settle(connection, order_id, ReservationStatus.COMMITTED, _COMMIT)
+    """Move each item's quantity from the `source` stock column to `target`. The caller holds
+    the SKU rows' locks (`lock_stock`); the table refuses a count below zero."""
+    deltas = [(-1 if column == source else 0) + (1 if column == target else 0) for column in _COLUMNS]
+    await connection.execute(
+        _MOVE_STOCK, [item.sku for item in items], [item.quantity for item in items], *deltas
+    )
 
 
 async def set_available(connection: asyncpg.Connection, sku: str, available: int) -> dict[str, Any]:
@@ -105,21 +127,3 @@ async def stock_level(connection: asyncpg.Connection, sku: str) -> dict[str, Any
 
 async def stock_levels(connection: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(row) for row in await connection.fetch(_STOCK_LEVELS)]
-
-
-async def _settle(
-    connection: asyncpg.Connection, order_id: UUID, status: ReservationStatus, deltas: tuple[int, int, int]
-) -> UUID | None:
-    row = await connection.fetchrow(_SETTLE_RESERVATION, order_id, status)
-    if row is None:
-        return None
-    items = [OrderItem(**item) for item in json.loads(row["items"])]
-    await lock_stock(connection, (item.sku for item in items))
-    await _move(connection, items, deltas)
-    return row["reservation_id"]
-
-
-async def _move(connection: asyncpg.Connection, items: Sequence[OrderItem], deltas: tuple[int, int, int]) -> None:
-    skus = [item.sku for item in items]
-    quantities = [item.quantity for item in items]
-    await connection.execute(_MOVE_STOCK, skus, quantities, *deltas)

@@ -1,5 +1,6 @@
 """inventory_svc's handlers and SQL against a real PostgreSQL: all-or-nothing
-reservations without overselling, releases and commits that happen at most once."""
+reservations without overselling, releases and commits that happen at most once, and a
+decision per order that a redelivery of any age (its inbox row purged) cannot change."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +11,7 @@ import asyncpg
 import pytest
 
 from inventory_svc import repository
+from shared.migrations import service_schema_files
 from inventory_svc.handlers import HANDLERS
 from shared.events import (
     InventoryCommitted,
@@ -93,15 +95,79 @@ async def test_an_order_is_reserved_whole_and_carries_the_order_on(uow):
     assert decode_event(payload) == reserved
 
 
+async def reservation_row(uow: UnitOfWork, order_id: uuid.UUID):
+    async with uow.connection() as connection:
+        return await connection.fetchrow("SELECT * FROM reservations WHERE order_id = $1", order_id)
+
+
+async def forget_inbox(uow: UnitOfWork, order_id: uuid.UUID) -> int:
+    """What the retention purge does to a saga's inbox rows once they are past the dedupe window."""
+    async with uow.connection() as connection:
+        status = await connection.execute("DELETE FROM inbox WHERE saga_id = $1", str(order_id))
+    return int(status.split()[-1])
+
+
 async def test_an_unknown_sku_rejects_the_whole_order(uow):
     known, unknown = sku(), sku()
     await seed(uow, {known: 5})
+    created = order({known: 1, unknown: 1})
 
-    [rejected] = await deliver(uow, order({known: 1, unknown: 1}))
+    [rejected] = await deliver(uow, created)
 
     assert isinstance(rejected, InventoryRejected)
     assert (rejected.reason, rejected.skus) == ("unknown_sku", (unknown,))
     assert (await level(uow, known))["available"] == 5
+    row = await reservation_row(uow, created.order_id)
+    assert (row["status"], row["reason"], row["rejected_skus"]) == ("REJECTED", "unknown_sku", [unknown])
+
+
+async def test_a_rejected_order_redelivered_after_its_inbox_row_was_purged_reserves_nothing(uow):
+    """SPEC I8: the rejection's row, not only the inbox, guards the order — even once the SKUs
+    exist and are plentiful, the same ORDER_CREATED reserves nothing and emits nothing."""
+    short, unknown = sku(), sku()
+    await seed(uow, {short: 1})
+    created, event_id = order({short: 2, unknown: 1}), uuid.uuid4()
+    [rejected] = await deliver(uow, created, event_id)
+    await seed(uow, {short: 100, unknown: 100})
+    assert await forget_inbox(uow, created.order_id) == 1
+
+    assert await deliver(uow, created, event_id) == []
+    assert await deliver(uow, created) == []  # under another event id too
+
+    assert isinstance(rejected, InventoryRejected)
+    assert await level(uow, short) == {"sku": short, "available": 100, "reserved": 0, "sold": 0}
+    assert await level(uow, unknown) == {"sku": unknown, "available": 100, "reserved": 0, "sold": 0}
+    assert (await reservation_row(uow, created.order_id))["status"] == "REJECTED"
+    assert len(await outbox_payloads(uow, created.order_id)) == 1
+
+
+@pytest.mark.parametrize("settle", ["released", "committed"])
+async def test_a_settled_order_redelivered_after_its_inbox_rows_were_purged_changes_nothing(uow, settle):
+    item = sku()
+    await seed(uow, {item: 5})
+    created = order({item: 2})
+    [reserved] = await deliver(uow, created)
+    settling = (PaymentFailed(order_id=created.order_id, occurred_at=utc_now(), reason="deadline_exceeded")
+                if settle == "released" else OrderConfirmed(order_id=created.order_id, occurred_at=utc_now()))
+    await deliver(uow, settling)
+    before = await level(uow, item)
+    await forget_inbox(uow, created.order_id)
+
+    for event in (created, settling,
+                  PaymentRefunded(order_id=created.order_id, occurred_at=utc_now(), payment_id=uuid.uuid4(),
+                                  amount="19.99", currency="EUR")):
+        assert await deliver(uow, event) == []
+
+    assert await level(uow, item) == before
+    assert (await reservation_row(uow, created.order_id))["reservation_id"] == reserved.reservation_id
+    assert len(await outbox_payloads(uow, created.order_id)) == 2
+
+
+async def test_the_schema_applies_again_over_itself(uow):
+    """A changed schema.sql is applied again as a whole (shared/migrations.py)."""
+    async with uow.connection() as connection:
+        await connection.execute(service_schema_files("inventory_svc")[1].read_text())
+        assert await connection.fetchval("SELECT count(*) FROM reservations") >= 0
 
 
 async def test_a_short_item_rejects_the_whole_order(uow):
