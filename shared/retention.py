@@ -8,8 +8,11 @@ Invariants:
     until the connector confirmed it), so even a row purged before Connect read it is still
     published. The publication carries INSERTs only: the DELETEs never stream.
   * Inbox rows older than `inbox` (the dedupe window) are deleted; from then on a
-    redelivery of their event would be handled again, so the window must outlast the
-    longest a message can stay in its topic (see the README's operating notes).
+    redelivery of their event is no longer a duplicate for the inbox, and only the business
+    rows stop it (every handler checks the order's own row first: a decided order ignores
+    it). The window must still outlast the longest a message can stay in its topic:
+    shared/settings.py refuses one shorter than the topics' retention + segment roll + a
+    margin (see the README's operating notes).
   * Heartbeat rows (Debezium's `heartbeat.action.query`) go with the outbox's retention.
   * Each batch is its own short transaction; rows another purger has locked are skipped
     (SKIP LOCKED), so several instances of a service may purge at once.
