@@ -1,7 +1,6 @@
 """Settings of the native stack: every port, path and heap can be overridden by a SAGA_* variable."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -33,6 +32,10 @@ class StackSettings(BaseSettings):
     debezium_user: str = "debezium"
     debezium_password: str = "debezium"
     topic_partitions: int = 3
+    keys_dir: Path | None = Field(
+        default=None,
+        description="the services' signing keys and the public keys they accept (shared/auth.py); <home>/keys when unset",
+    )
     start_timeout: float = 120.0
     # Addresses of parts this machine does not run itself (compose.yaml's setup step);
     # by default they are derived from the ports above.
@@ -43,6 +46,7 @@ class StackSettings(BaseSettings):
     @model_validator(mode="after")
     def _derived_addresses(self) -> "StackSettings":
         self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        self.keys_dir = self.keys_dir or self.home / "keys"
         self.connect_url = (self.connect_url or f"http://127.0.0.1:{self.connect_port}").rstrip("/")
         return self
 
@@ -69,11 +73,6 @@ class StackSettings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
-
-    @property
-    def keys_dir(self) -> Path:
-        """The services' signing keys and the public keys they accept (shared/auth.py)."""
-        return Path(os.environ.get("SAGA_KEYS_DIR") or self.home / "keys")
 
     def service_password(self, role: str) -> str:
         """Each service role's password (dev default: the role name), overridable as SAGA_<ROLE>_PASSWORD."""

@@ -2,8 +2,9 @@
 
 Read as files, no Docker and no server needed: the topics the connectors route to and the
 stack creates, the connector configs and the ${env:…} names they need, the worker settings,
-the image versions and the jars', the published ports, and the services' environment
-variables, each of which must be a field of the service's settings (and land there)."""
+the image versions and the jars', the published ports, the services' environment
+variables, each of which must be a field of the service's settings (and land there), and
+the signing keys: made by setup into a volume the services mount read-only, as the same user."""
 from __future__ import annotations
 
 import json
@@ -16,9 +17,11 @@ import yaml
 
 from saga_cli import services as service_processes
 from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC
+from saga_cli.stack import Stack
 from saga_cli.stack.config import REPO_ROOT, SERVICE_DATABASES, StackSettings
 from saga_cli.stack.connect import Connect
 from saga_cli.stack.kafka import EVENT_TOPICS
+from shared.auth import KeyRing
 from shared.settings import SETTINGS_CLASSES, ServiceSettings
 from shared.topics import TOPICS
 
@@ -186,3 +189,79 @@ def test_compose_setup_variables_are_stack_settings(monkeypatch):
     assert settings.pg_superuser_dsn == env["SAGA_PG_SUPERUSER_DSN"]
     assert (settings.pg_host, settings.pg_port) == ("postgres", 5432)
     assert (settings.kafka_bootstrap, settings.connect_url) == ("kafka:9092", "http://connect:8083")
+    assert settings.keys_dir == Path(env["SAGA_KEYS_DIR"])
+
+
+# --- the signing keys ------------------------------------------------------------------------
+# SPEC §6: keys made by the stack's setup and passed to the services as secrets. Compose file
+# secrets must exist on the host before `up`; a named volume that setup writes works on a cold
+# start, so that is how they travel (compose.yaml, at setup).
+
+KEYS_VOLUME = "keys"
+WITH_KEYS = ("setup", *service_processes.SERVICES)
+
+
+def volume_mounts(service: str) -> dict[str, tuple[str, str]]:
+    """Named volume → (path in the container, "ro" or "rw") for `service` (short or long syntax)."""
+    found = {}
+    for mount in SERVICES[service].get("volumes", []):
+        if isinstance(mount, str):
+            source, target, *mode = mount.split(":")
+            read_only = "ro" in (mode[0].split(",") if mode else [])
+        else:
+            source, target, read_only = mount.get("source"), mount["target"], bool(mount.get("read_only"))
+        if source in COMPOSE.get("volumes", {}):
+            found[source] = (target, "ro" if read_only else "rw")
+    return found
+
+
+def test_setup_writes_the_keys_into_a_volume_the_services_mount_read_only():
+    assert KEYS_VOLUME in COMPOSE["volumes"]
+    folder = SERVICES["setup"]["environment"]["SAGA_KEYS_DIR"]
+    assert folder.startswith("/") and not folder.startswith("/app")  # not inside the image's code
+    assert volume_mounts("setup")[KEYS_VOLUME] == (folder, "rw")
+    for service in service_processes.SERVICES:
+        assert SERVICES[service]["environment"]["SAGA_KEYS_DIR"] == folder, service
+        assert volume_mounts(service)[KEYS_VOLUME] == (folder, "ro"), service
+        assert "setup" in SERVICES[service]["depends_on"], service  # keys exist before a service starts
+        assert SERVICES[service]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    for other in set(SERVICES) - set(WITH_KEYS):
+        assert KEYS_VOLUME not in volume_mounts(other), other  # no private key where it is not used
+
+
+def test_setup_and_the_services_run_as_the_same_user_so_the_private_keys_are_readable():
+    # ensure_keys makes folders 0700 and private keys 0600, owned by whoever runs setup
+    assert {SERVICES[name].get("build") for name in WITH_KEYS} == {"."}  # one image, one Dockerfile
+    assert {SERVICES[name].get("user") for name in WITH_KEYS} == {None}
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^USER\b", dockerfile, re.MULTILINE)) <= 1  # if any, the same for all of them
+    assert not re.search(r"^COPY\s+(\.|\S*\.stack)\s", dockerfile, re.MULTILINE)  # no key of this machine in the image
+
+
+def test_setup_with_composes_environment_makes_keys_each_service_loads(tmp_path, monkeypatch):
+    """`saga stack setup` in the setup container, the servers left out: an empty volume gets every
+    service's key; a second run (the next `docker compose up`) keeps them."""
+    volume = tmp_path / "volume"
+    for name, value in SERVICES["setup"]["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("SAGA_KEYS_DIR", str(volume))
+
+    async def no_topics() -> None:
+        return None
+
+    def set_up() -> dict[str, str]:
+        stack = Stack(StackSettings())
+        assert stack.settings.keys_dir == volume
+        monkeypatch.setattr(stack.postgres, "prepare", lambda: None)
+        monkeypatch.setattr(stack.kafka, "create_topics", no_topics)
+        monkeypatch.setattr(stack.connect, "register_connectors", lambda: [])
+        stack.setup(lambda line: None)
+        return {service: KeyRing.load(volume, service).signing_key.key_id for service in service_processes.SERVICES}
+
+    first = set_up()
+    assert set_up() == first
+    content = dict(event_id="e", event_type="ORDER_CREATED", saga_id="s", causation_id="", payload={"a": 1})
+    for signer in service_processes.SERVICES:
+        signature = KeyRing.load(volume, signer).sign(**content)
+        for reader in service_processes.SERVICES:
+            KeyRing.load(volume, reader).authenticate(signer, signature, **content)
