@@ -88,6 +88,28 @@ def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
         say(f"{service.name:<14} running ({time.monotonic() - t0:.1f}s)")
 
 
+def restart(settings: StackSettings, names: list[str], say: Callable[[str], None] = print) -> None:
+    """Stop and start each service of `names` (all of SERVICES when empty), one after another in
+    the given order: each is healthy again before the next stops, so the others keep consuming.
+    A service that is not running is only started. StackError for a name not in SERVICES (before
+    anything is stopped), or one that does not stop or start."""
+    unknown = [name for name in names if name not in SERVICES]
+    if unknown:
+        raise StackError(f"unknown service {unknown[0]!r}: one of {', '.join(SERVICES)}")
+    for name in dict.fromkeys(names or SERVICES):
+        service = Service(name, settings)
+        t0 = time.monotonic()
+        if service.find() is not None:
+            service.stop()
+            if service.find() is not None:
+                raise StackError(f"{name} did not stop")
+            say(f"{name:<14} stopped, starting…")
+        else:
+            say(f"{name:<14} not running, starting…")
+        service.start()
+        say(f"{name:<14} running ({time.monotonic() - t0:.1f}s)")
+
+
 def down(settings: StackSettings, say: Callable[[str], None] = print) -> None:
     for service in services(settings):
         if service.find() is None:

@@ -1,4 +1,5 @@
-"""`saga stack up|down|status` (the native infrastructure) and `saga up|down|status` (plus the services)."""
+"""`saga stack up|down|status` (the native infrastructure), `saga stack keys …` (the services' signing
+keys, saga_cli/keys.py) and `saga up|down|status` (plus the services)."""
 from __future__ import annotations
 
 import json
@@ -7,10 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from saga_cli import keys
 from saga_cli import services as service_processes
 from saga_cli.stack import Stack, StackSettings
 
 stack_app = typer.Typer(no_args_is_help=True, help="The native infrastructure: PostgreSQL, Kafka (KRaft), Kafka Connect with Debezium.")
+stack_app.add_typer(keys.keys_app, name="keys")
 console = Console(stderr=True, highlight=False)
 
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -59,6 +62,16 @@ def register_service_commands(app: typer.Typer) -> None:
         Stack(settings).up(_say)
         service_processes.up(settings, _say)
         console.print("[green]all up[/green]")
+
+    @app.command("restart", help="Stop and start services one after another, in the order given, each healthy "
+                                  "before the next stops. Services read their signing keys when they start: after "
+                                  "`saga stack keys rotate S`, restart the other services first, then S.")
+    def restart(
+        names: list[str] = typer.Argument(None, metavar="SERVICE", show_default=False,
+                                          help="order_svc, inventory_svc, payment_svc; all three when none."),
+    ) -> None:
+        """services.restart of the named services; one line (StackError) for an unknown name."""
+        service_processes.restart(StackSettings(), list(names or ()), _say)
 
     @app.command("down")
     def down() -> None:

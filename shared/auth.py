@@ -31,6 +31,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from shared.topics import SERVICES
 
 __all__ = [
     "OWNERS", "Unauthenticated", "KeyRing", "SigningKey", "signed_bytes", "key_id",
-    "ensure_keys", "rotate", "retire", "signing_key_path",
+    "ensure_keys", "rotate", "retire", "signing_key_path", "KeyEntry", "list_keys", "KEY_ID",
 ]
 
 OWNERS: dict[str, str] = {aggregate: service for service, aggregate in SERVICES.items()}
@@ -53,6 +54,8 @@ OWNERS: dict[str, str] = {aggregate: service for service, aggregate in SERVICES.
 
 SCHEME = "ed25519"
 _CONTEXT = "saga-event/1"
+KEY_ID = re.compile(r"[0-9a-f]{16}")
+"""What a key id looks like (`key_id`): 16 lowercase hex digits."""
 
 
 class Unauthenticated(SagaError):
@@ -149,6 +152,7 @@ class KeyRing:
 
 
 def signing_key_path(directory: str | Path, service: str) -> Path:
+    """Where `service`'s private key is: `<directory>/<service>/signing.key`."""
     return Path(directory) / service / "signing.key"
 
 
@@ -166,18 +170,54 @@ def ensure_keys(directory: str | Path, services: Iterable[str] = SERVICES) -> li
 
 
 def rotate(directory: str | Path, service: str) -> str:
-    """A new signing key for `service`; its old public keys stay accepted. Returns the new key id."""
+    """A new signing key for `service`; its old public keys stay accepted. Returns the new key id.
+    ValueError for a name that is not one of SERVICES."""
+    _known(service)
     return _write_new_key(Path(directory), service)
 
 
 def retire(directory: str | Path, service: str, ident: str) -> None:
     """Stop accepting `service`'s public key `ident` (never its current signing key's).
-    FileNotFoundError when there is no such key; ValueError for the key in use."""
+    FileNotFoundError when there is no such key (or no signing key); ValueError for the key in
+    use, a name that is not one of SERVICES, or an `ident` that is not a key id."""
+    _known(service)
+    if not KEY_ID.fullmatch(ident):
+        raise ValueError(f"{ident!r} is not a key id (16 hex digits)")
     root = Path(directory)
     current = key_id(_load_private(signing_key_path(root, service)).public_key())
     if ident == current:
         raise ValueError(f"{ident} is {service}'s current signing key: rotate first")
     (root / service / "public" / f"{ident}.pub").unlink()
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One accepted public key in the key folder."""
+
+    service: str
+    key_id: str
+    current: bool
+    """True for the public half of the service's signing key: the key it signs with once
+    (re)started."""
+
+
+def list_keys(directory: str | Path) -> list[KeyEntry]:
+    """Every public key under `directory` that a service started now would accept, by service
+    (SERVICES order) then key id. A service without a signing key lists its public keys, none
+    current. ValueError for a file that is not a PEM Ed25519 key."""
+    root = Path(directory)
+    ring = KeyRing.load(root, None)
+    entries = []
+    for service in SERVICES:
+        path = signing_key_path(root, service)
+        current = key_id(_load_private(path).public_key()) if path.exists() else None
+        entries.extend(KeyEntry(service, ident, ident == current) for ident in sorted(ring.public_keys.get(service, {})))
+    return entries
+
+
+def _known(service: str) -> None:
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}: one of {', '.join(SERVICES)}")
 
 
 def _write_new_key(root: Path, service: str) -> str:
