@@ -11,8 +11,9 @@ One loop per service database, each in its own transaction per batch:
 and when a poll finds nothing it sleeps `poll_interval` (10 ms by default) before the
 next. It produces the same records as Debezium's EventRouter: topic
 events.<aggregate_type>, key aggregate_id (Kafka's default partitioner, so the same
-partition), headers id / eventType / sagaId / causationId / traceparent, the payload
-as compact JSON.
+partition), headers id / eventType / sagaId / causationId / traceparent / signature
+(the emitter's signature, shared/auth.py: without it every consumer would dead-letter
+what the relay publishes as unauthenticated), the payload as compact JSON.
 
 A polling relay needs a queue of what is not published yet, and the services' outbox
 is append-only with no such column (Debezium reads the WAL instead). So, for the run
@@ -38,6 +39,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from saga_cli.stack.config import StackSettings
+from shared.topics import Header
 
 DATABASES = ("orders", "inventory", "payments")
 
@@ -58,7 +60,7 @@ _UNINSTALL = (
 )
 _CLAIM = """
 SELECT o.id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload::text AS payload,
-       o.saga_id, o.causation_id, o.traceparent
+       o.saga_id, o.causation_id, o.traceparent, o.signature
 FROM outbox_relay_pending p JOIN outbox o ON o.id = p.id
 ORDER BY p.seq
 LIMIT $1
@@ -81,13 +83,17 @@ def producer_for(bootstrap: str, linger_ms: int = 0) -> AIOKafkaProducer:
 
 
 def record_of(row) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
-    """(topic, key, value, headers) exactly as EventRouter would publish the outbox row."""
+    """(topic, key, value, headers) exactly as EventRouter would publish the outbox row: `row` maps
+    the outbox columns (id, aggregate_type, aggregate_id, event_type, payload as JSON text, saga_id,
+    causation_id, traceparent, signature) to their values; KeyError when one is missing. The headers
+    are those of `table.fields.additional.placement` in connect/connectors/, in its order."""
     headers = [
-        ("id", str(row["id"]).encode()),
-        ("eventType", row["event_type"].encode()),
-        ("sagaId", row["saga_id"].encode()),
-        ("causationId", row["causation_id"].encode()),
-        ("traceparent", row["traceparent"].encode()),
+        (Header.ID, str(row["id"]).encode()),
+        (Header.EVENT_TYPE, row["event_type"].encode()),
+        (Header.SAGA_ID, row["saga_id"].encode()),
+        (Header.CAUSATION_ID, row["causation_id"].encode()),
+        (Header.TRACEPARENT, row["traceparent"].encode()),
+        (Header.SIGNATURE, row["signature"].encode()),
     ]
     value = json.dumps(json.loads(row["payload"]), separators=(",", ":")).encode()
     return f"events.{row['aggregate_type']}", row["aggregate_id"].encode(), value, headers

@@ -160,7 +160,8 @@ async def measure(settings: StackSettings, transport: str, rate: float, duration
             sent = []
             for event_id, key, payload, traceparent in rows:
                 row = {"id": event_id, "aggregate_type": "bench", "aggregate_id": key, "event_type": "BENCH_EVENT",
-                       "payload": payload, "saga_id": key, "causation_id": "", "traceparent": traceparent}
+                       "payload": payload, "saga_id": key, "causation_id": "", "traceparent": traceparent,
+                       "signature": ""}  # the column's default: no service reads events.bench
                 topic, record_key, value, headers = record_of(row)
                 sent.append(await producer.send(topic, value, key=record_key, headers=headers))
             await asyncio.gather(*sent)

@@ -12,6 +12,7 @@ from saga_cli.benchmark.catalog import BenchCatalog, Mix
 from saga_cli.benchmark.relay import record_of
 from saga_cli.benchmark.stats import percentile, summary
 from saga_cli.errors import CliError
+from saga_cli.stack.config import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -57,14 +58,29 @@ def test_each_flow_orders_what_makes_it_end_as_expected():
 def test_the_relay_publishes_what_eventrouter_would():
     row = {"id": uuid.uuid4(), "aggregate_type": "inventory", "aggregate_id": "o-1", "event_type": "INVENTORY_RESERVED",
            "payload": '{"order_id": "o-1", "event_type": "INVENTORY_RESERVED"}', "saga_id": "o-1", "causation_id": "c-1",
-           "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+           "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "signature": "ed25519:0123456789abcdef:c2ln"}
     topic, key, value, headers = record_of(row)
     assert (topic, key) == ("events.inventory", b"o-1")
     assert json.loads(value) == {"order_id": "o-1", "event_type": "INVENTORY_RESERVED"}
     assert dict(headers) == {"id": str(row["id"]).encode(), "eventType": b"INVENTORY_RESERVED", "sagaId": b"o-1",
-                             "causationId": b"c-1", "traceparent": row["traceparent"].encode()}
+                             "causationId": b"c-1", "traceparent": row["traceparent"].encode(),
+                             "signature": row["signature"].encode()}
+    for path in (REPO_ROOT / "connect" / "connectors").glob("*.json"):  # what EventRouter places, the relay places
+        placement = json.loads(path.read_text())["config"]["transforms.outbox.table.fields.additional.placement"]
+        assert [name for name, _ in headers] == ["id"] + [entry.split(":")[2] for entry in placement.split(",")], path.name
 
 
 @pytest.mark.parametrize("args", [("--rate", "0"), ("--duration", "-1"), ("--mix", "1,2"), ("--find-max", "--compare")])
 def test_bad_options_are_one_line(capsys, args):
     assert_one_line_error(run_saga(capsys, "bench", *args))
+
+
+def test_the_signing_figures_time_a_signature_that_verifies():
+    from saga_cli.benchmark.signing import SIGNED_PER_SAGA, VERIFIED_PER_SAGA, measure
+
+    figures = measure(runs=2, number=5)
+    assert all(figures[name] > 0 for name in ("sign_us", "verify_us", "verify_record_us"))
+    assert figures["per_saga_us"] == pytest.approx(
+        SIGNED_PER_SAGA * figures["sign_us"] + VERIFIED_PER_SAGA * figures["verify_record_us"], abs=0.2)
+    with pytest.raises(ValueError):
+        measure(runs=0)
