@@ -22,6 +22,7 @@ from shared.events import (
     PaymentFailed,
     utc_now,
 )
+from shared.tracing import child_traceparent
 from shared.uow import Transaction, UnitOfWork
 
 
@@ -50,7 +51,8 @@ async def place_order(
             earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
             if earlier is not None:
                 return _replayed(earlier, command, idempotency_key)
-        if not await repository.insert_order(tx.connection, order_id, command, idempotency_key, deadline_seconds):
+        if not await repository.insert_order(tx.connection, order_id, command, idempotency_key, deadline_seconds,
+                                             tx.traceparent):
             # a concurrent request with the same key committed first
             earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
             return _replayed(earlier, command, idempotency_key)
@@ -82,7 +84,7 @@ async def adopt_order(event: OrderCreated, tx: Transaction, *,
         if existing != command.fingerprint():
             raise domain.OrderIdTaken(event.order_id)
         return
-    await repository.insert_order(tx.connection, event.order_id, command, None, deadline_seconds)
+    await repository.insert_order(tx.connection, event.order_id, command, None, deadline_seconds, tx.traceparent)
     event_id = await tx.emit(
         OrderCreated(order_id=event.order_id, occurred_at=utc_now(), customer_id=command.customer_id,
                      items=command.items, amount=command.amount, currency=command.currency)
@@ -99,6 +101,7 @@ async def cancel_order(uow: UnitOfWork, order_id: UUID,
     CANCELLED order. `on_committed(tx)` runs after the commit (the saga metrics)."""
     async with uow.starting(order_id) as tx:
         order = await _locked(tx, order_id)
+        await _continue_saga_trace(tx)
         outcome = domain.request_cancel(order)
         await _record(tx, order, outcome)
     if on_committed is not None:
@@ -141,6 +144,7 @@ async def _expire(uow: UnitOfWork, order_id: UUID, on_committed: Callable[[Trans
         order = await repository.lock_order(tx.connection, order_id, skip_locked=True)
         if order is None:  # someone else holds it now: they, or the next tick, decide
             return False
+        await _continue_saga_trace(tx)
         outcome = domain.on_deadline(order)
         await _record(tx, order, outcome)
     if on_committed is not None:
@@ -166,6 +170,11 @@ async def on_payment_failed(event: PaymentFailed, tx: Transaction) -> None:
 async def on_inventory_released(event: InventoryReleased, tx: Transaction) -> None:
     order = await _locked(tx, event.order_id)
     await _record(tx, order, domain.on_inventory_released(order))
+
+
+async def _continue_saga_trace(tx: Transaction) -> None:
+    """What order_svc emits on its own (no event caused it) continues the trace its saga started in."""
+    tx.traceparent = child_traceparent(await repository.saga_traceparent(tx.connection, UUID(tx.saga_id)))
 
 
 async def _locked(tx: Transaction, order_id: UUID) -> Order:

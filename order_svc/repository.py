@@ -14,11 +14,13 @@ from order_svc.domain import Order, OrderStatus, PlaceOrder
 
 _INSERT_ORDER = """
 INSERT INTO orders (order_id, customer_id, items, amount, currency, status,
-                    idempotency_key, request_sha256, deadline_at)
-VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))
+                    idempotency_key, request_sha256, deadline_at, traceparent)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, now() + make_interval(secs => $9), $10)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING order_id
 """
+
+_TRACEPARENT = """SELECT traceparent FROM orders WHERE order_id = $1"""
 
 _LOCK_FINGERPRINT = """SELECT request_sha256 FROM orders WHERE order_id = $1 FOR UPDATE"""
 
@@ -112,8 +114,10 @@ async def insert_order(
     command: PlaceOrder,
     idempotency_key: str | None,
     deadline_seconds: float,
+    traceparent: str | None = None,
 ) -> bool:
-    """Insert a PENDING order; False if `idempotency_key` is already taken."""
+    """Insert a PENDING order, its deadline `deadline_seconds` from now, `traceparent` the trace
+    its saga runs in; False if `idempotency_key` is already taken."""
     items = json.dumps([item.model_dump() for item in command.items])
     inserted = await connection.fetchval(
         _INSERT_ORDER,
@@ -126,8 +130,14 @@ async def insert_order(
         idempotency_key,
         command.fingerprint(),
         deadline_seconds,
+        traceparent,
     )
     return inserted is not None
+
+
+async def saga_traceparent(connection: asyncpg.Connection, order_id: UUID) -> str | None:
+    """The traceparent the order's saga started with (None for an order placed before it was kept)."""
+    return await connection.fetchval(_TRACEPARENT, order_id)
 
 
 async def lock_fingerprint(connection: asyncpg.Connection, order_id: UUID) -> str | None:

@@ -45,6 +45,10 @@ CREATE INDEX IF NOT EXISTS orders_in_flight ON orders (created_at)
 CREATE INDEX IF NOT EXISTS inbox_saga_id ON inbox (saga_id);
 CREATE INDEX IF NOT EXISTS outbox_saga_id ON outbox (saga_id);
 
+-- The trace the saga started in (the traceparent of its ORDER_CREATED): what the order emits
+-- later on its own — a cancellation, a deadline — continues it. Null for orders placed before.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS traceparent text;
+
 -- The deadline timer's query (order_svc/repository.py, _OVERDUE_ORDERS): orders in flight by
 -- deadline, small because an order leaves it as soon as it is confirmed or given up.
 CREATE INDEX IF NOT EXISTS orders_overdue ON orders (deadline_at)

@@ -25,7 +25,7 @@ from shared.events import (
 )
 from shared.auth import KeyRing, ensure_keys
 from shared.testing import scratch_database
-from shared.tracing import new_traceparent, parse_traceparent
+from shared.tracing import new_traceparent, parse_traceparent, trace_id_of
 from shared.uow import Envelope, UnitOfWork
 
 pytestmark = pytest.mark.integration
@@ -309,7 +309,7 @@ async def test_the_timer_reports_each_commit(uow):
     assert [[type(event).__name__ for _, event in tx.emitted] for tx in mine] == [["OrderConfirmationFailed"]]
 
 
-async def test_the_cancellation_and_the_deadline_are_signed_by_order_svc(uow, tmp_path):
+async def test_the_cancellation_and_the_deadline_are_signed_and_traced_with_the_saga(uow, tmp_path):
     """Both go out through the unit of work, so they are signed like any event order_svc emits."""
     ensure_keys(tmp_path)
     keys = KeyRing.load(tmp_path, "order_svc")
@@ -321,8 +321,11 @@ async def test_the_cancellation_and_the_deadline_are_signed_by_order_svc(uow, tm
     await expire_overdue_orders(signing)
 
     for order_id in (cancelled, overdue):
-        [_, failed] = await outbox(uow, order_id)
+        [created, failed] = await outbox(uow, order_id)
         assert failed["event_type"] == "ORDER_CONFIRMATION_FAILED"
+        # no event caused it, yet it continues the saga's trace, in a span of its own
+        assert trace_id_of(failed["traceparent"]) == trace_id_of(created["traceparent"])
+        assert failed["traceparent"] != created["traceparent"]
         keys.authenticate("order_svc", failed["signature"], event_id=str(failed["id"]), event_type=failed["event_type"],
                           saga_id=str(order_id), causation_id=failed["causation_id"], payload=json.loads(failed["payload"]))
 
