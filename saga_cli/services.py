@@ -1,13 +1,25 @@
-"""The three services as processes of their own (`python -m <service>`), with pid files and logs in the stack's home."""
+"""The three services as processes of their own (`python -m <service>`), each kept running by its
+supervisor (`python -m saga_cli.supervise`, saga_cli/supervise.py), with pid files, state and logs
+in the stack's home.
+
+`up` starts what is not running: a service that is down gets a supervisor (or, when its supervisor
+is waiting out a backoff, is started at once); a service that runs without one (started before
+supervision, or its supervisor was killed) gets one that watches it. `down` stops each supervisor,
+which stops its service, and then any service left without one. `Service.status` is what
+`saga status` shows: the service's pid, its restarts and its last exit.
+"""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
+import psutil
 
+from saga_cli import supervise
 from saga_cli.stack import process
 from saga_cli.stack.config import StackSettings
 from saga_cli.stack.errors import StackError
@@ -20,9 +32,11 @@ class Service:
     def __init__(self, name: str, settings: StackSettings):
         self.name = name
         self.settings = settings
-        self.pid_file = settings.run_dir / f"{name}.pid"
+        self.files = supervise.files(settings.run_dir, name)
+        self.pid_file = self.files.pid
         self.log_file = settings.log_dir / f"{name}.log"
         self.markers = ("-m", name)
+        self.supervisor_markers = ("saga_cli.supervise", f"{supervise.SERVICE_FLAG}={name}", str(settings.run_dir))
 
     @property
     def port(self) -> int:
@@ -32,8 +46,24 @@ class Service:
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/health"
 
-    def find(self):
-        return process.find_process(self.pid_file, *self.markers)
+    def find(self) -> psutil.Process | None:
+        """The service's own process (never its supervisor), if it runs."""
+        found = process.find_process(self.pid_file, *self.markers)
+        try:
+            if found is not None and "saga_cli.supervise" in found.cmdline():
+                return None
+        except psutil.Error:
+            return None
+        return found
+
+    def find_supervisor(self) -> psutil.Process | None:
+        """The supervisor keeping this service running, if there is one."""
+        return process.find_process(self.files.supervisor_pid, *self.supervisor_markers)
+
+    @property
+    def supervisor_command(self) -> list[str]:
+        return [sys.executable, "-m", "saga_cli.supervise", f"{supervise.SERVICE_FLAG}={self.name}",
+                "--run-dir", str(self.settings.run_dir), "--", sys.executable, "-m", self.name]
 
     @property
     def environment(self) -> dict[str, str]:
@@ -50,21 +80,94 @@ class Service:
         }
 
     def start(self) -> None:
-        process.ensure_port_free(self.port, self.name)
-        process.spawn([sys.executable, "-m", self.name], self.log_file, self.pid_file, env=self.environment)
+        """Start the service under a supervisor and wait until it is healthy. When its supervisor
+        runs already (the service is down between two restarts) it is woken to start the service
+        now. StackError when the service exits before it is healthy, or is not healthy within
+        start_timeout."""
+        since, known = supervise.now(), self._recorded_pid()
+        supervisor = self.find_supervisor()
+        if supervisor is None:
+            process.ensure_port_free(self.port, self.name)
+            launched = self._launch_supervisor()
+        else:
+            launched = supervisor.pid
+            self._wake(supervisor)
         process.wait_until(
             self.healthy,
             timeout=self.settings.start_timeout,
             what=self.name,
             log_file=self.log_file,
-            alive=lambda: self.find() is not None,
+            alive=lambda: self._starting(launched, since, known),
             interval=0.5,
         )
 
+    def supervise(self) -> None:
+        """Put the running service under a supervisor of its own (it watches the process and
+        restarts the service once it is gone). StackError if the supervisor does not start."""
+        self._launch_supervisor()
+        process.wait_until(lambda: self.find_supervisor() is not None, timeout=10, what=f"{self.name}'s supervisor",
+                           log_file=self.log_file, interval=0.1)
+
     def stop(self) -> None:
+        """Stop the supervisor (it stops the service: SIGTERM, SIGKILL after 30 s), then the
+        service itself if it still runs."""
+        supervisor = self.find_supervisor()
+        if supervisor:
+            process.terminate(supervisor, timeout=supervise.STOP_GRACE_S + 15)
         found = self.find()
         if found:
             process.terminate(found, timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        """The service as `saga status --json` lists it: {"name", "state", "pid"} and, from its
+        supervisor's state file, "restarts" (since its supervisor started), "last_exit" ({"code",
+        "signal", "description", "at", "ran_s"} or null), "supervisor_pid" (null when none runs)
+        and "next_start_at" (while waiting out a backoff, else null)."""
+        found, supervisor = self.find(), self.find_supervisor()
+        state = supervise.read_state(self.files.state) or {}
+        waiting = supervisor is not None and state.get("state") == "backoff"
+        return {
+            "name": self.name,
+            "state": "running" if found else "stopped",
+            "pid": found.pid if found else None,
+            "restarts": int(state.get("restarts") or 0),
+            "last_exit": state.get("last_exit"),
+            "supervisor_pid": supervisor.pid if supervisor else None,
+            "next_start_at": state.get("next_start_at") if waiting else None,
+        }
+
+    def _launch_supervisor(self) -> int:
+        return process.spawn(self.supervisor_command, self.log_file, None, env=self.environment)
+
+    def _wake(self, supervisor: psutil.Process) -> None:
+        """Cut the supervisor's backoff short (only once it says it is waiting: before its handler
+        is installed, SIGUSR1 would end it)."""
+        state = supervise.read_state(self.files.state) or {}
+        if state.get("state") == "backoff" and state.get("supervisor_pid") == supervisor.pid:
+            try:
+                supervisor.send_signal(signal.SIGUSR1)
+            except psutil.Error:
+                pass
+
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _starting(self, launched: int, since: str, known: int | None) -> bool:
+        """False once a service started after `since` has exited (its supervisor would restart it,
+        but `saga up` says so at once; the exit of `known`, the pid there was before, is not one),
+        or no supervisor is left to start it."""
+        last_exit = (supervise.read_state(self.files.state) or {}).get("last_exit") or {}
+        if str(last_exit.get("at") or "") > since and last_exit.get("pid") not in (None, known):
+            return False
+        if self.find_supervisor() is not None or self.find() is not None:
+            return True
+        try:  # launched, not yet holding its pid file
+            return psutil.Process(launched).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     def healthy(self) -> bool:
         try:
@@ -78,9 +181,15 @@ def services(settings: StackSettings) -> list[Service]:
 
 
 def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
+    """Start each service that is not running, under its supervisor (idempotent); a service
+    running without a supervisor gets one."""
     for service in services(settings):
         if service.find() is not None:
-            say(f"{service.name:<14} already running")
+            if service.find_supervisor() is None:
+                service.supervise()
+                say(f"{service.name:<14} already running (now supervised)")
+            else:
+                say(f"{service.name:<14} already running")
             continue
         t0 = time.monotonic()
         say(f"{service.name:<14} starting…")
@@ -111,11 +220,12 @@ def restart(settings: StackSettings, names: list[str], say: Callable[[str], None
 
 
 def down(settings: StackSettings, say: Callable[[str], None] = print) -> None:
+    """Stop each service and its supervisor."""
     for service in services(settings):
-        if service.find() is None:
+        if service.find() is None and service.find_supervisor() is None:
             say(f"{service.name:<14} not running")
             continue
         service.stop()
-        if service.find() is not None:
+        if service.find() is not None or service.find_supervisor() is not None:
             raise StackError(f"{service.name} did not stop")
         say(f"{service.name:<14} stopped")

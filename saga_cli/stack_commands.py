@@ -82,12 +82,10 @@ def register_service_commands(app: typer.Typer) -> None:
 
     @app.command("status")
     def status(as_json: bool = JsonOption) -> None:
-        """The stack's components and the three services."""
+        """The stack's components and the three services (with their restarts and last exit)."""
         settings = StackSettings()
         components = [s.as_json() for s in Stack(settings).status()]
-        for service in service_processes.services(settings):
-            found = service.find()
-            components.append({"name": service.name, "state": "running" if found else "stopped", "pid": found.pid if found else None})
+        components += [service.status() for service in service_processes.services(settings)]
         _print_status(components, as_json)
 
 
@@ -97,13 +95,28 @@ def _print_status(components: list[dict], as_json: bool) -> None:
         return
     table = Table("component", "state", "pid", "detail")
     for c in components:
-        detail = ", ".join(f"{k} {v}" for k, v in (c.get("connectors") or {}).items())
+        detail = ", ".join(f"{k} {v}" for k, v in (c.get("connectors") or {}).items()) or _supervision(c)
         color = "green" if c["state"] == "running" else "red"
         table.add_row(c["name"], f"[{color}]{c['state']}[/{color}]", str(c["pid"] or "-"), detail)
     Console().print(table)
     slots = [slot for c in components for slot in c.get("slots") or ()]
     if slots:
         _print_slots(slots)
+
+
+def _supervision(component: dict) -> str:
+    """A service's restarts and last exit, e.g. "restarts 2, last exit: killed by signal 9 (SIGKILL) at 12:00:03"."""
+    if "restarts" not in component:
+        return ""
+    parts = [f"restarts {component['restarts']}"]
+    last_exit = component.get("last_exit")
+    if last_exit:
+        parts.append(f"last exit: {last_exit.get('description')} at {str(last_exit.get('at'))[11:19]}")
+    if component.get("next_start_at"):
+        parts.append(f"restarting at {component['next_start_at'][11:19]}")
+    elif component["state"] == "running" and component.get("supervisor_pid") is None:
+        parts.append("not supervised (saga up supervises it)")
+    return ", ".join(parts)
 
 
 def _print_slots(slots: list[dict]) -> None:

@@ -34,10 +34,10 @@ def find_process(pid_file: Path, *markers: str) -> psutil.Process | None:
     return None
 
 
-def spawn(cmd: list[str], log_file: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
-    """Start cmd detached (own session, stdin closed, output appended to log_file) and record its pid."""
+def spawn(cmd: list[str], log_file: Path, pid_file: Path | None, env: dict[str, str] | None = None) -> int:
+    """Start cmd detached (own session, stdin closed, output appended to log_file) and record its
+    pid in pid_file (None: the process records its own)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         process = subprocess.Popen(
             cmd,
@@ -47,7 +47,9 @@ def spawn(cmd: list[str], log_file: Path, pid_file: Path, env: dict[str, str] | 
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
-    pid_file.write_text(f"{process.pid}\n")
+    if pid_file is not None:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{process.pid}\n")
     return process.pid
 
 
