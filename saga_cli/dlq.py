@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -29,6 +30,8 @@ from rich.text import Text
 from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC, Service
 from saga_cli.errors import CliError
 from saga_cli.http_client import Conflict, NotFound, ServiceClient
+from saga_cli.stack.config import StackSettings
+from shared.auth import KeyRing, Unauthenticated
 from saga_cli.kafka import READ_TIMEOUT_S, Consumer, KafkaEvent, kafka_consumer, partitions_by_topic, read_range
 from saga_cli.output import console, one_line, print_json
 from saga_cli.parsing import parse_since
@@ -123,14 +126,42 @@ async def read_topic(
     return await read_range(consumer, start, end, timeout_s)
 
 
-def dead_letters(events: Sequence[KafkaEvent]) -> list[DeadLetter]:
-    """The dead letters in `events`, once each (the outbox may publish one twice), oldest first."""
+def dead_letters(events: Sequence[KafkaEvent], ring: KeyRing | None = None) -> list[DeadLetter]:
+    """The dead letters in `events`, once each (the outbox may publish one twice), oldest first.
+    With `ring`, only those signed by the service that recorded them: anyone can write to
+    events.deadletter, and a record a service did not sign is no dead letter of it."""
     found: dict[str, DeadLetter] = {}
     for event in sorted(events, key=lambda e: (e.timestamp_ms, e.partition, e.offset)):
         letter = dead_letter_from(event)
-        if letter is not None and letter.id not in found:
-            found[letter.id] = letter
+        if letter is None or letter.id in found:
+            continue
+        if ring is not None and not signed_by(ring, letter.consumer, event):
+            continue
+        found[letter.id] = letter
     return sorted(found.values(), key=lambda letter: (letter.at, letter.id))
+
+
+def signed_by(ring: KeyRing, consumer: str, event: KafkaEvent) -> bool:
+    """Whether `event` (a DEAD_LETTER) carries `consumer`'s valid signature of what it holds."""
+    if consumer not in SERVICES or not isinstance(event.value, Mapping):
+        return False
+    try:
+        ring.authenticate(consumer, event.headers.get("signature"), event_id=event.headers.get("id") or "",
+                          event_type=DEAD_LETTER_EVENT_TYPE, saga_id=event.headers.get("sagaId") or "",
+                          causation_id=event.headers.get("causationId") or "", payload=event.value)
+    except Unauthenticated:
+        return False
+    return True
+
+
+def stack_key_ring() -> KeyRing | None:
+    """The services' public keys from the stack's key folder, or None when there are none here
+    (then dead letters are listed unverified)."""
+    try:
+        ring = KeyRing.load(StackSettings().keys_dir, None)
+    except (OSError, ValueError):
+        return None
+    return ring if ring.public_keys else None
 
 
 async def read_deadletter_topic() -> list[KafkaEvent]:
@@ -140,7 +171,16 @@ async def read_deadletter_topic() -> list[KafkaEvent]:
 
 
 def read_dead_letters() -> list[DeadLetter]:
-    return dead_letters(asyncio.run(read_deadletter_topic()))
+    """Every dead letter a service signed (all DEAD_LETTER records when no keys are at hand)."""
+    events = asyncio.run(read_deadletter_topic())
+    ring = stack_key_ring()
+    letters = dead_letters(events, ring)
+    if ring is not None:
+        unsigned = len(dead_letters(events)) - len(letters)
+        if unsigned:
+            print(f"{unsigned} record{'s' if unsigned != 1 else ''} on {DEADLETTER_TOPIC} that no service signed "
+                  "left out (anyone can write to the topic)", file=sys.stderr)
+    return letters
 
 
 # --- commands ------------------------------------------------------------------------------

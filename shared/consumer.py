@@ -250,10 +250,10 @@ class EventConsumer:
                     where = dict(consumer=self.name, topic=message.topic, partition=message.partition,
                                  offset=message.offset)
                     if minimal:
-                        await dead_letter.insert_minimal(connection, **where, error=error)
+                        await dead_letter.insert_minimal(connection, **where, error=error, keys=self.keys)
                     else:
                         await dead_letter.insert(connection, **where, key=message.key, value=message.value,
-                                                 headers=message.header_pairs, error=error)
+                                                 headers=message.header_pairs, error=error, keys=self.keys)
                 metrics.DEAD_LETTERS.labels(self.name, message.topic).inc()
                 log.error("dead-lettered %s[%s]@%s%s: %s", message.topic, message.partition, message.offset,
                           " (minimal)" if minimal else "", preview(error, dead_letter.ERROR_CHARS))

@@ -13,7 +13,8 @@ Invariants:
     `text`/`jsonb` columns is a `preview`: valid UTF-8, no NUL, bounded length.
   * A dead letter can always be published. The DEAD_LETTER event carries previews
     only, and its headers as a list of {"name", "value"} objects (never as field
-    names), so its payload is small (well under `shared.uow.OUTBOX_PAYLOAD_LIMIT`)
+    names; no `headers` field when the record had none: Debezium's JSON expansion drops
+    an empty array), so its payload is small (well under `shared.uow.OUTBOX_PAYLOAD_LIMIT`)
     and Debezium's EventRouter can always expand it as JSON.
   * If even that cannot be written for a reason that is not transient, a minimal
     dead letter (consumer, topic, partition, offset, error) is written instead: no
@@ -32,6 +33,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.auth import KeyRing
 from shared.safe_text import preview
 from shared.topics import DEADLETTER, Header
 from shared.tracing import child_traceparent
@@ -130,9 +132,10 @@ async def insert(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]],
     error: str,
+    keys: KeyRing | None = None,
 ) -> uuid.UUID | None:
-    """Record one record as a dead letter of `consumer` and write its DEAD_LETTER outbox row,
-    in the caller's transaction. Returns the dead letter's id, or None when this consumer
+    """Record one record as a dead letter of `consumer` and write its DEAD_LETTER outbox row
+    (signed with `keys`, so readers can tell it from one anybody wrote), in the caller's transaction. Returns the dead letter's id, or None when this consumer
     dead-lettered this very record (topic, partition, offset) before: nothing is written then.
     Raises what the driver raises; nothing of the record's content can make it fail."""
     raw = RawRecord.of(key, value, headers)
@@ -154,7 +157,7 @@ async def insert(
         error=error_text,
         extra={
             "key": key_text,
-            "headers": header_list,
+            **({"headers": header_list} if header_list else {}),  # an empty array does not survive Connect
             "value": value_text,
             "value_size": raw.value_size,
             "value_sha256": raw.value_sha256,
@@ -170,12 +173,14 @@ async def insert(
         saga_id=key_text or "",
         causation_id=preview(found.get(Header.ID), HEADER_VALUE_PREVIEW_CHARS) or "",
         traceparent=child_traceparent(preview(found.get(Header.TRACEPARENT), HEADER_VALUE_PREVIEW_CHARS)),
+        keys=keys,
     )
     return dead_letter_id
 
 
 async def insert_minimal(
-    connection: asyncpg.Connection, *, consumer: str, topic: str, partition: int, offset: int, error: str
+    connection: asyncpg.Connection, *, consumer: str, topic: str, partition: int, offset: int, error: str,
+    keys: KeyRing | None = None,
 ) -> uuid.UUID | None:
     """The last resort when `insert` failed for a reason that is not transient: only where the
     record was and why it failed (no key, value or headers), published like any dead letter.
@@ -191,8 +196,8 @@ async def insert_minimal(
     await _publish(
         connection, dead_letter_id, failed_at, consumer=consumer, topic=topic, partition=partition, offset=offset,
         error=error_text,
-        extra={"key": None, "headers": [], "value": None, "stored_whole": False, "preview_exact": False, "minimal": True},
-        saga_id="", causation_id="", traceparent=child_traceparent(None),
+        extra={"key": None, "value": None, "stored_whole": False, "preview_exact": False, "minimal": True},
+        saga_id="", causation_id="", traceparent=child_traceparent(None), keys=keys,
     )
     return dead_letter_id
 
@@ -200,7 +205,7 @@ async def insert_minimal(
 async def _publish(
     connection: asyncpg.Connection, dead_letter_id: uuid.UUID, failed_at: datetime, *, consumer: str, topic: str,
     partition: int, offset: int, error: str, extra: Mapping[str, Any], saga_id: str, causation_id: str,
-    traceparent: str,
+    traceparent: str, keys: KeyRing | None,
 ) -> None:
     await write_outbox(
         connection,
@@ -219,6 +224,7 @@ async def _publish(
         saga_id=saga_id,
         causation_id=causation_id,
         traceparent=traceparent,
+        keys=keys,
     )
 
 

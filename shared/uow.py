@@ -159,8 +159,10 @@ async def write_outbox(
     caller owns the transaction; `Transaction.emit` is the way for catalog events. The row
     is signed with `keys` (shared/auth.py; unsigned without).
 
-    OutboxRowTooLarge when the payload's JSON is over OUTBOX_PAYLOAD_LIMIT bytes."""
+    OutboxRowTooLarge when the payload's JSON is over OUTBOX_PAYLOAD_LIMIT bytes; ValueError
+    when it holds an empty array or object (the router would drop it)."""
     event_id = uuid.uuid4()
+    _refuse_empty_containers(payload)
     document = json.dumps(payload, separators=(",", ":"))
     if len(document) > OUTBOX_PAYLOAD_LIMIT:
         raise OutboxRowTooLarge(
@@ -180,6 +182,22 @@ async def write_outbox(
                   payload=payload) if keys is not None else "",
     )
     return event_id
+
+
+def _refuse_empty_containers(value: Any, where: str = "payload") -> None:
+    """ValueError for an empty array or object anywhere in `value`: Debezium's EventRouter,
+    expanding the payload (`table.expand.json.payload`), infers no schema for one and drops
+    the field, so the published event would differ from the row, and its signature fail."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError(f"{where} is an empty object, which the outbox router drops")
+        for key, item in value.items():
+            _refuse_empty_containers(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{where} is an empty array, which the outbox router drops")
+        for index, item in enumerate(value):
+            _refuse_empty_containers(item, f"{where}[{index}]")
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

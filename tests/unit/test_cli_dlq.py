@@ -96,10 +96,34 @@ class FakeTopic:
 
 
 @pytest.fixture
-def topic(monkeypatch: pytest.MonkeyPatch) -> FakeTopic:
+def topic(monkeypatch: pytest.MonkeyPatch, tmp_path) -> FakeTopic:
     fake = FakeTopic()
     monkeypatch.setattr(dlq, "read_deadletter_topic", fake.read)
+    monkeypatch.setenv("SAGA_KEYS_DIR", str(tmp_path / "no-keys"))  # no keys here: listed unverified
     return fake
+
+
+def signed_dead_letter_event(ring, payload: dict) -> KafkaEvent:
+    headers = {"id": str(uuid.uuid4()), "eventType": "DEAD_LETTER", "sagaId": payload["key"], "causationId": ""}
+    headers["signature"] = ring.sign(event_id=headers["id"], event_type="DEAD_LETTER", saga_id=payload["key"],
+                                     causation_id="", payload=payload)
+    return KafkaEvent(topic="events.deadletter", partition=0, offset=1, timestamp_ms=1_714_564_800_000,
+                      key=payload["key"], headers=headers, value=payload)
+
+
+def test_with_the_services_keys_only_what_a_service_signed_is_a_dead_letter(tmp_path) -> None:
+    from shared import auth
+
+    auth.ensure_keys(tmp_path)
+    genuine = signed_dead_letter_event(auth.KeyRing.load(tmp_path, "inventory_svc"), dead_letter_payload())
+    forged = dead_letter_event(dead_letter_payload())
+    misattributed = signed_dead_letter_event(auth.KeyRing.load(tmp_path, "order_svc"), dead_letter_payload())
+    altered = signed_dead_letter_event(auth.KeyRing.load(tmp_path, "inventory_svc"), dead_letter_payload())
+    altered = KafkaEvent(**{**altered.__dict__, "value": {**altered.value, "error": "something else"}})
+    ring = auth.KeyRing.load(tmp_path, None)
+    listed = dlq.dead_letters([genuine, forged, misattributed, altered], ring)
+    assert [letter.id for letter in listed] == [genuine.value["dead_letter_id"]]
+    assert len(dlq.dead_letters([genuine, forged, misattributed, altered])) == 4  # no keys: unverified
 
 
 @pytest.fixture
