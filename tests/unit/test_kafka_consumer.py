@@ -85,3 +85,67 @@ async def test_offsets_are_committed_only_up_to_the_first_record_still_in_flight
     await stream._commit(consumer, {TP})
     await stream._commit(consumer, {TP})  # unchanged: not committed twice
     assert consumer.commits == [{TP: 2}]
+
+
+async def test_a_revocation_cancels_work_still_in_flight_after_its_wait_and_commits_only_what_settled(monkeypatch):
+    """A handler retrying through an outage must not hold a rebalance past its timeout: after
+    REVOKE_DRAIN_SECONDS it is cancelled, unacked; what settled before is committed."""
+    import shared.kafka_consumer as module
+
+    monkeypatch.setattr(module, "REVOKE_DRAIN_SECONDS", 0.05)
+    never = asyncio.Event()
+
+    async def handle(rec: ConsumerRecord) -> None:
+        if rec.offset == 1:
+            await never.wait()  # retrying for as long as the database is away
+
+    stream = EventStream(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
+                         concurrency=4, fetch_max_wait_ms=25)
+    stream._consumer = consumer = RecordingConsumer()
+    stream._assigned_now({TP})
+    generation = stream._generation
+    assert await submit(stream, generation, record(0, b"a"))
+    assert await submit(stream, generation, record(1, b"b"))
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(stream._revoked({TP}), 2)
+    assert consumer.commits == [{TP: 1}]  # offset 0 settled; 1 was cancelled and will be redelivered
+    assert stream._dispatcher.in_flight == 0
+
+
+class PausingConsumer:
+    """Records pause/resume and answers polls with nothing, as a paused partition does."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def assignment(self):
+        return {TP}
+
+    def pause(self, *partitions) -> None:
+        self.calls.append("pause")
+
+    def resume(self, *partitions) -> None:
+        self.calls.append("resume")
+
+    async def getmany(self, *partitions, timeout_ms=0, max_records=None):
+        self.calls.append(f"poll {timeout_ms}")
+        return {}
+
+
+async def test_when_every_slot_is_busy_the_partitions_pause_and_polling_goes_on():
+    busy = asyncio.Event()
+
+    async def handle(rec: ConsumerRecord) -> None:
+        await busy.wait()
+
+    stream = EventStream(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
+                         concurrency=1, fetch_max_wait_ms=25)
+    stream._assigned_now({TP})
+    assert await submit(stream, stream._generation, record(0, b"a"))
+    consumer = PausingConsumer()
+    waiting = asyncio.create_task(stream._pause_while_busy(consumer))
+    await asyncio.sleep(0.01)
+    busy.set()
+    await asyncio.wait_for(waiting, 2)
+    stream._resume(consumer)
+    assert consumer.calls == ["pause", "poll 0", "resume"]
