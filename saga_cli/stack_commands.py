@@ -1,5 +1,6 @@
 """`saga stack up|down|status` (the native infrastructure), `saga stack keys …` (the services' signing
-keys, saga_cli/keys.py) and `saga up|down|status` (plus the services)."""
+keys, saga_cli/keys.py), `saga stack recover` (a connector whose slot was lost, saga_cli/stack/recovery.py)
+and `saga up|down|status` (plus the services)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,10 @@ from rich.table import Table
 
 from saga_cli import keys
 from saga_cli import services as service_processes
+from saga_cli.parsing import parse_since
 from saga_cli.stack import Stack, StackSettings
+from saga_cli.stack.errors import ConnectorsFailed
+from saga_cli.stack.recovery import recover
 
 stack_app = typer.Typer(no_args_is_help=True, help="The native infrastructure: PostgreSQL, Kafka (KRaft), Kafka Connect with Debezium.")
 stack_app.add_typer(keys.keys_app, name="keys")
@@ -54,12 +58,35 @@ def stack_install() -> None:
     Stack().install(_say)
 
 
+@stack_app.command("recover")
+def stack_recover(
+    connector: str = typer.Argument(..., metavar="CONNECTOR",
+                                    help="orders-outbox, inventory-outbox or payments-outbox (or its database or slot)"),
+    since: str = typer.Option(None, "--since", metavar="TIME",
+                              help="Republish only outbox rows created at or after TIME (ISO-8601 or epoch ms); "
+                                   "by default every row the outbox holds, which can never leave a gap."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Bring back a connector whose replication slot was lost (dropped, recreated, invalidated): stream from
+    the slot again and republish its outbox rows (duplicates allowed, gaps never). Safe to run again."""
+    report = recover(StackSettings(), connector, parse_since(since) if since is not None else None,
+                     lambda line: console.print(line, soft_wrap=True, markup=False))
+    if as_json:
+        print(json.dumps(report.as_json()))
+    console.print(f"[green]recovered[/green] {report.connector} in {report.seconds:.1f}s: "
+                  f"{report.republished} outbox rows republished")
+
+
 def register_service_commands(app: typer.Typer) -> None:
     @app.command("up")
     def up() -> None:
         """The stack plus the three services, each its own process; starts only what is not running."""
         settings = StackSettings()
-        Stack(settings).up(_say)
+        try:
+            Stack(settings).up(_say)
+        except ConnectorsFailed:  # the services run without it (their rows wait in the outbox); say what to do
+            service_processes.up(settings, _say)
+            raise
         service_processes.up(settings, _say)
         console.print("[green]all up[/green]")
 
@@ -99,6 +126,8 @@ def _print_status(components: list[dict], as_json: bool) -> None:
         color = "green" if c["state"] == "running" else "red"
         table.add_row(c["name"], f"[{color}]{c['state']}[/{color}]", str(c["pid"] or "-"), detail)
     Console().print(table)
+    for failure in (failure for c in components for failure in c.get("connector_failures") or ()):
+        Console(highlight=False).print(failure["hint"], style="red", markup=False)
     slots = [slot for c in components for slot in c.get("slots") or ()]
     if slots:
         _print_slots(slots)

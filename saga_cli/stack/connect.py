@@ -1,17 +1,72 @@
-"""Kafka Connect (distributed worker) with Debezium's PostgreSQL connector, and the three outbox connectors."""
+"""Kafka Connect (distributed worker) with Debezium's PostgreSQL connector, and the three outbox connectors.
+
+A connector whose task FAILED is reported with what to do (`ConnectorFailure.hint`). The one
+failure the stack names itself is a lost slot: the connector's stored position (its KIP-875
+offset) is older than what its replication slot holds, because the slot was dropped or
+recreated. Debezium then refuses to stream (`offset.mismatch.strategy=trust_offset` in
+connect/connectors/*.json) instead of skipping the rows in between, and
+`saga stack recover CONNECTOR` (saga_cli/stack/recovery.py) brings it back without a gap.
+"""
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from saga_cli.stack import process
 from saga_cli.stack.config import StackSettings
-from saga_cli.stack.errors import StackError
+from saga_cli.stack.errors import ConnectorsFailed, StackError
 from saga_cli.stack.install import java_executable
 from saga_cli.stack.jvm import java_command, render
+
+
+SLOT_LOST_MARKERS = (
+    # Debezium (BaseSourceTask): the stored offset's LSN is older than what the slot holds, or the slot is gone.
+    "is no longer available on the server",
+    # Debezium (PostgresReplicationConnection): the server no longer has the WAL at the stored offset.
+    "has been removed from the database write-ahead log",
+)
+"""Text in a failed task's trace that says its replication slot no longer holds the position it stopped at."""
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """One connector as connect/connectors/<name>.json declares it."""
+
+    name: str
+    database: str
+    slot: str
+    config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ConnectorFailure:
+    """A connector (or its task) in state FAILED, with the first line of its trace."""
+
+    connector: str
+    state: str
+    error: str
+    slot_lost: bool
+
+    @property
+    def fix(self) -> str:
+        return f"saga stack recover {self.connector}"
+
+    def hint(self, log_file: Path) -> str:
+        """One line: what is wrong and the command that brings the connector back."""
+        if self.slot_lost:
+            return (f"connector {self.connector} {self.state}: its replication slot no longer holds the position it "
+                    f"stopped at (the slot was dropped or recreated), so it streams nothing rather than skip rows; "
+                    f"recover with: {self.fix}")
+        return (f"connector {self.connector} {self.state}: {self.error}; see {log_file}; "
+                f"to restart it and republish its outbox: {self.fix}")
+
+    def as_json(self, log_file: Path) -> dict:
+        return {"connector": self.connector, "state": self.state, "slot_lost": self.slot_lost,
+                "error": self.error, "fix": self.fix, "hint": self.hint(log_file)}
 
 
 class Connect:
@@ -80,8 +135,18 @@ class Connect:
     def connector_files(self) -> list[Path]:
         return sorted((self.settings.connect_dir / "connectors").glob("*.json"))
 
+    def specs(self) -> list[ConnectorSpec]:
+        """Every connector of connect/connectors/, with the database and slot it reads."""
+        specs = []
+        for path in self.connector_files():
+            spec = json.loads(path.read_text())
+            config = spec["config"]
+            specs.append(ConnectorSpec(spec["name"], config["database.dbname"], config["slot.name"], config))
+        return specs
+
     def register_connectors(self) -> list[str]:
-        """PUT each connector's config (idempotent: unchanged configs are a no-op) and wait until it and its task run."""
+        """PUT each connector's config (idempotent: unchanged configs are a no-op) and wait until it and its task run.
+        Connectors that FAILED are reported together (ConnectorsFailed, one hint each) after the others ran."""
         names = []
         for path in self.connector_files():
             spec = json.loads(path.read_text())
@@ -90,11 +155,19 @@ class Connect:
             if response.status_code >= 400:
                 raise StackError(f"connector {name} was refused: {_message(response)}")
             names.append(name)
+        failures: list[ConnectorFailure] = []
         for name in names:
-            self.wait_running(name)
+            try:
+                self.wait_running(name)
+            except ConnectorsFailed as failed:
+                failures.extend(failed.failures)
+        if failures:
+            raise ConnectorsFailed(failures, [failure.hint(self.log_file) for failure in failures])
         return names
 
     def wait_running(self, name: str, timeout: float | None = None) -> None:
+        """Until the connector and its task are RUNNING; ConnectorsFailed (with the command that recovers it) once
+        either FAILED, StackError after `timeout` (start_timeout by default)."""
         deadline = time.monotonic() + (timeout or self.settings.start_timeout)
         state = "unknown"
         while time.monotonic() < deadline:
@@ -103,10 +176,58 @@ class Connect:
             if state == "RUNNING":
                 return
             if "FAILED" in state:
-                trace = _first_trace_line(status)
-                raise StackError(f"connector {name} {state}: {trace}; see {self.log_file}")
+                failure = _failure(name, status)
+                raise ConnectorsFailed([failure], [failure.hint(self.log_file)])
             time.sleep(0.5)
         raise StackError(f"connector {name} is {state}, not RUNNING after {timeout or self.settings.start_timeout:.0f}s; see {self.log_file}")
+
+    def wait_state(self, name: str, state: str, timeout: float = 60.0) -> None:
+        """Until the connector itself (not its tasks) is in `state`, e.g. STOPPED after PUT /stop."""
+        deadline = time.monotonic() + timeout
+        while (current := self.connector_status(name).get("connector", {}).get("state", "MISSING")) != state:
+            if time.monotonic() > deadline:
+                raise StackError(f"connector {name} is {current}, not {state} after {timeout:.0f}s; see {self.log_file}")
+            time.sleep(0.2)
+
+    def connector_failures(self) -> list[ConnectorFailure]:
+        """The connectors whose connector or task is FAILED, each with the first line of its trace."""
+        failures = []
+        for spec in self.specs():
+            status = self.connector_status(spec.name)
+            if "FAILED" in _summary(status):
+                failures.append(_failure(spec.name, status))
+        return failures
+
+    # --- KIP-875: stop, resume, offsets ------------------------------------------------
+    def stop_connector(self, name: str) -> None:
+        """PUT /connectors/{name}/stop and wait until it is STOPPED (its tasks shut down, its slot let go)."""
+        self._expect(self._request("PUT", f"/connectors/{name}/stop"), f"connector {name} could not be stopped")
+        self.wait_state(name, "STOPPED")
+
+    def resume_connector(self, name: str) -> None:
+        """PUT /connectors/{name}/resume and wait until it and its task run."""
+        self._expect(self._request("PUT", f"/connectors/{name}/resume"), f"connector {name} could not be resumed")
+        self.wait_running(name)
+
+    def stored_offsets(self, name: str) -> list[dict]:
+        """The connector's source offsets as Connect stores them: [{"partition": …, "offset": …}]."""
+        response = self._expect(self._request("GET", f"/connectors/{name}/offsets"), f"connector {name}'s offsets")
+        return response.json().get("offsets", [])
+
+    def alter_offsets(self, name: str, offsets: list[dict]) -> None:
+        """PATCH /connectors/{name}/offsets (the connector must be STOPPED)."""
+        self._expect(self._request("PATCH", f"/connectors/{name}/offsets", json={"offsets": offsets}),
+                     f"connector {name}'s offsets could not be altered")
+
+    def put_config(self, spec: ConnectorSpec) -> None:
+        """Register (or update) one connector with its shipped config."""
+        self._expect(self._request("PUT", f"/connectors/{spec.name}/config", json=spec.config),
+                     f"connector {spec.name} was refused")
+
+    def _expect(self, response: httpx.Response, what: str) -> httpx.Response:
+        if response.status_code >= 400:
+            raise StackError(f"{what}: {_message(response)}")
+        return response
 
     def connector_status(self, name: str) -> dict:
         response = self._request("GET", f"/connectors/{name}/status")
@@ -139,6 +260,12 @@ def _summary(status: dict) -> str:
     if connector == "FAILED" or "FAILED" in tasks:
         return "FAILED" if connector == "FAILED" else "task FAILED"
     return f"{connector}/{','.join(tasks) or 'no task'}"
+
+
+def _failure(name: str, status: dict) -> ConnectorFailure:
+    traces = [part.get("trace") or "" for part in [status.get("connector", {}), *status.get("tasks", [])]]
+    slot_lost = any(marker in trace for trace in traces for marker in SLOT_LOST_MARKERS)
+    return ConnectorFailure(name, _summary(status), _first_trace_line(status), slot_lost)
 
 
 def _first_trace_line(status: dict) -> str:

@@ -108,14 +108,20 @@ class Stack:
             found = component.find()
             detail = None
             if component is self.connect and found is not None:
-                try:
-                    detail = {"connectors": self.connect.connector_states()}
-                except StackError:
-                    detail = {"connectors": {}}
+                detail = self._connectors()
             if component is self.postgres and found is not None:
                 detail = {"slots": self._slots()}
             statuses.append(ComponentStatus(component.name, "running" if found else "stopped", found.pid if found else None, detail))
         return statuses
+
+    def _connectors(self) -> dict:
+        """Each connector's state, and for each FAILED one what is wrong and the command that recovers it."""
+        try:
+            return {"connectors": self.connect.connector_states(),
+                    "connector_failures": [failure.as_json(self.connect.log_file)
+                                           for failure in self.connect.connector_failures()]}
+        except StackError:
+            return {"connectors": {}}
 
     def _slots(self) -> list[dict]:
         """Per connector slot: active, lag_bytes (behind confirmed_flush_lsn), retained_wal_bytes (from restart_lsn)."""
