@@ -59,7 +59,11 @@ LAST_EVENTS = {
     "rejected": ["ORDER_CANCELLED"],
     "declined": ["INVENTORY_RELEASED", "ORDER_CANCELLED"],  # on different topics: either may be read last
     "cancelled": ["ORDER_CANCELLED"],
+    "voided": ["ORDER_CANCELLED"],
 }
+CANCEL_ATTEMPTS = 10
+"""Sagas cancelled while payment_svc is stopped until one is charged before its cancellation is read
+(payment_svc reads the two in either order once it runs: SPEC §4.5): the refund path, C3."""
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -72,18 +76,29 @@ async def one_saga_per_flow(services) -> dict[str, FinishedSaga]:
         await seed_stock(sku, 0 if flow == "rejected" else 5)
         await seed_account(customer, "10.00" if flow == "declined" else "100.00")
         if flow == "cancelled":
-            async with frozen("payment_svc"):
+            for _ in range(CANCEL_ATTEMPTS):
+                async with frozen("payment_svc"):
+                    order_id = await place_order(customer, {sku: 1}, "33.33")
+                    await saga_events(reader, order_id, until="INVENTORY_RESERVED", timeout=FREEZE_LIMIT)
+                    assert (await cancel_order(order_id)).status_code == 200
+                events = await saga_events(reader, order_id, until=LAST_EVENTS[flow])
+                if "PAYMENT_REFUNDED" in types(events):
+                    return FinishedSaga(order_id, sku, customer, events)
+            raise AssertionError(f"payment_svc read the cancellation first {CANCEL_ATTEMPTS} times in a row")
+        if flow == "voided":  # inventory_svc stopped: payment_svc voids the order before its reservation comes
+            async with frozen("inventory_svc"):
                 order_id = await place_order(customer, {sku: 1}, "33.33")
-                await saga_events(reader, order_id, until="INVENTORY_RESERVED", timeout=FREEZE_LIMIT)
                 assert (await cancel_order(order_id)).status_code == 200
+                await saga_events(reader, order_id, until="ORDER_CONFIRMATION_FAILED", timeout=FREEZE_LIMIT)
         else:
             order_id = await place_order(customer, {sku: 1}, "40.00" if flow == "declined" else "33.33")
         return FinishedSaga(order_id, sku, customer, await saga_events(reader, order_id, until=LAST_EVENTS[flow]))
 
     async with TopicReader(bootstrap, *ALL_TOPICS) as reader:
-        sagas = {flow: await run(flow, reader) for flow in ("cancelled", "confirmed", "declined", "rejected")}
+        sagas = {flow: await run(flow, reader) for flow in ("cancelled", "voided", "confirmed", "declined", "rejected")}
     assert types(sagas["confirmed"].events)[-1] == "INVENTORY_COMMITTED"
     assert "PAYMENT_REFUNDED" in types(sagas["cancelled"].events)
+    assert by_type(sagas["voided"].events, "PAYMENT_FAILED").value["reason"] == "cancelled_by_customer"
     return sagas
 
 
@@ -98,6 +113,9 @@ REDELIVERIES = [
     ("declined", "INVENTORY_RELEASED", ["order_svc"]),
     ("cancelled", "ORDER_CONFIRMATION_FAILED", ["payment_svc"]),
     ("cancelled", "PAYMENT_REFUNDED", ["inventory_svc"]),
+    ("voided", "ORDER_CONFIRMATION_FAILED", ["payment_svc"]),
+    ("voided", "INVENTORY_RESERVED", ["payment_svc"]),
+    ("voided", "PAYMENT_FAILED", ["inventory_svc", "order_svc"]),
 ]
 
 
