@@ -29,7 +29,8 @@ after `since_ms`. A row does not record when it committed (created_at is taken a
 transaction may commit after a row inserted later), and the stored offset that says how far the
 connector got is what step 2 moves, so a second run could no longer find it: taking the whole
 window is the choice that cannot leave a gap, and its cost is duplicates. Running it again adds
-duplicates and nothing else. A row the retention purge deleted before it was published is beyond
+duplicates and nothing else. A row without a signature is left out and counted: no consumer acts
+on it (see SIGNED). A row the retention purge deleted before it was published is beyond
 repair; the report warns when the connector's last stored position is older than every row the
 outbox and the heartbeat table still hold, i.e. when such rows may have existed.
 
@@ -77,10 +78,14 @@ WHERE attrelid = 'public.outbox'::regclass AND attnum > 0 AND NOT attisdropped A
 ORDER BY attnum
 """
 ROWS_TO_REPUBLISH = """
-SELECT id, {route} AS route FROM public.outbox
+SELECT id, {route} AS route, {signed} AS signed FROM public.outbox
 WHERE $1::timestamptz IS NULL OR created_at >= $1
 ORDER BY created_at, id
 """
+SIGNED = "signature <> ''"
+"""An outbox row its service signed (shared/auth.py). A row without a signature (written before events were
+signed, or by a service without its key) is refused by every consumer as unauthenticated: republishing
+it would only make dead letters, so it is left out and counted."""
 OLDEST_RETAINED = """
 SELECT least((SELECT min(created_at) FROM public.outbox), (SELECT min(beat_at) FROM public.debezium_heartbeat))
 """
@@ -103,6 +108,7 @@ class RecoveryReport:
     resumed_at_lsn: str = ""
     since: str | None = None
     republished: int = 0
+    left_out_unsigned: int = 0
     seen_on_topics: int = 0
     topics: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -258,8 +264,12 @@ class _Recovery:
         route_field, topic_of = _routing(self.spec)
         connection = await asyncpg.connect(self.settings.service_dsn(self.spec.database), timeout=10)
         try:
-            columns = ", ".join(_quote(row["attname"]) for row in await connection.fetch(OUTBOX_COLUMNS))
-            rows = await connection.fetch(ROWS_TO_REPUBLISH.format(route=_quote(route_field)), self.since)
+            names = [row["attname"] for row in await connection.fetch(OUTBOX_COLUMNS)]
+            columns = ", ".join(_quote(name) for name in names)
+            selected = await connection.fetch(ROWS_TO_REPUBLISH.format(
+                route=_quote(route_field), signed=SIGNED if "signature" in names else "true"), self.since)
+            rows = [row for row in selected if row["signed"]]
+            self.report.left_out_unsigned = len(selected) - len(rows)
             by_topic: dict[str, set[str]] = {}
             for row in rows:
                 by_topic.setdefault(topic_of(row["route"]), set()).add(str(row["id"]))
@@ -274,6 +284,9 @@ class _Recovery:
                 window = f"created since {self.report.since}" if self.since else "every row the outbox holds"
                 self.say(f"republished {republished} outbox rows ({window}; {BATCH_ROWS} per transaction) "
                          f"({time.monotonic() - t0:.1f}s)")
+                if self.report.left_out_unsigned:
+                    self.say(f"left out {self.report.left_out_unsigned} rows without a signature (written before "
+                             f"events were signed, or without the service's key): every consumer refuses them")
                 wanted = set().union(*by_topic.values()) if by_topic else set()
                 self.report.seen_on_topics = await watch.wait_for(wanted, QUIET_TIMEOUT_S)
         finally:

@@ -37,6 +37,7 @@ from tests.support.saga import (
     seed_account,
     seed_stock,
     wait_for_status,
+    wait_until_healthy,
 )
 
 pytestmark = pytest.mark.faults
@@ -50,6 +51,7 @@ async def test_a_dropped_slot_is_refused_then_recovered_without_a_gap(services):
     stack = services
     settings, connect = stack.settings, stack.stack.connect
     sku, customer = new_sku(), new_customer()
+    await wait_until_healthy("order_svc", "inventory_svc", "payment_svc")  # another test may have one stalled
     await seed_stock(sku, 10)
     await seed_account(customer, "100.00")
     seeded = Seeded(stock={sku: 10}, balances={customer: Decimal("100.00")})
