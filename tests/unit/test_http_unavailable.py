@@ -43,18 +43,21 @@ VIEWS: dict[str, tuple[Callable[..., Any], list[tuple[str, str, dict[str, Any] |
         ("GET", f"/orders/{AN_ID}/timeline", None),
         ("POST", f"/orders/{AN_ID}/cancel", None),
         ("POST", f"/deadletters/{AN_ID}/replay", None),
+        ("POST", "/deadletters/replay", {}),
     ]),
     "inventory_svc": (inventory_runtime, [
         ("GET", "/stock", None),
         ("GET", "/stock/SKU-1", None),
         ("PUT", "/stock/SKU-1", {"available": 5}),
         ("POST", f"/deadletters/{AN_ID}/replay", None),
+        ("POST", "/deadletters/replay", {}),
     ]),
     "payment_svc": (payment_runtime, [
         ("GET", "/accounts", None),
         ("GET", "/accounts/c-1", None),
         ("PUT", "/accounts/c-1", {"balance": "10.00", "currency": "EUR"}),
         ("POST", f"/deadletters/{AN_ID}/replay", None),
+        ("POST", "/deadletters/replay", {}),
     ]),
 }
 SETTINGS = {"order_svc": OrderSettings, "inventory_svc": InventorySettings, "payment_svc": PaymentSettings}
