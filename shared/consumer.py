@@ -180,6 +180,7 @@ class EventConsumer:
         if self.keys is None:
             return envelope, self.handlers
         event = envelope.event
+        same_saga(message, envelope)  # a record keyed by another saga is refused, signed or foreign
         try:
             authenticate(self.keys, message, envelope)
         except Unauthenticated:
@@ -357,16 +358,24 @@ FOREIGN_STARTS: frozenset[type] = frozenset({OrderCreated})
 """Events anyone may publish: an ORDER_CREATED from outside starts a saga once order_svc adopts it."""
 
 
-def authenticate(keys: KeyRing, message: IncomingMessage, envelope: Envelope) -> None:
-    """Return when `message` is its event's owner's signed event for the saga its key names;
-    Unauthenticated (one line) otherwise: a key or sagaId header naming another saga, no
-    signature, or one that is not the owner's or does not verify."""
+def same_saga(message: IncomingMessage, envelope: Envelope) -> None:
+    """Return when the record's key (and sagaId header, if any) is its event's order id, the
+    saga id; Unauthenticated otherwise. A saga's records share its key, so they share a
+    partition and one consumer handles them in order: a record under another key would not be."""
     saga_id = envelope.saga_id
     if message.key_text != saga_id:
         raise Unauthenticated(f"the record's key {preview(message.key_text, 60)!r} is not its saga {saga_id}")
     header_saga = message.headers.get(Header.SAGA_ID)
     if header_saga is not None and header_saga != saga_id:
         raise Unauthenticated(f"header sagaId {preview(header_saga, 60)!r} is not its saga {saga_id}")
+
+
+def authenticate(keys: KeyRing, message: IncomingMessage, envelope: Envelope) -> None:
+    """Return when `message` is its event's owner's signed event for the saga its key names;
+    Unauthenticated (one line) otherwise: a key or sagaId header naming another saga, no
+    signature, or one that is not the owner's or does not verify."""
+    same_saga(message, envelope)
+    saga_id = envelope.saga_id
     keys.authenticate(
         OWNERS[envelope.event.aggregate_type],
         message.headers.get(Header.SIGNATURE),

@@ -154,3 +154,11 @@ def test_a_ring_without_keys_accepts_nothing(keys_dir) -> None:
     with pytest.raises(Unauthenticated, match="none of payment_svc's keys"):
         consumer.admit(message)
     assert KeyRing(None, {}).sign(event_id="x", event_type="t", saga_id="s", causation_id="", payload={}) == ""
+
+
+def test_a_foreign_order_created_under_another_key_is_refused_not_adopted(keys_dir) -> None:
+    """Its records would land in another partition than the saga's: refused, never adopted."""
+    created = OrderCreated(order_id=uuid.uuid4(), occurred_at=utc_now(), customer_id="c", amount="1.00",
+                           currency="EUR", items=[{"sku": "S", "quantity": 1}])
+    with pytest.raises(Unauthenticated, match="is not its saga"):
+        order_consumer(keys_dir).admit(published(created, None, signature=None, key=str(uuid.uuid4())))
