@@ -36,7 +36,7 @@ from typing import Any
 
 from shared import dead_letter, metrics
 from shared.auth import OWNERS, KeyRing, Unauthenticated
-from shared.errors import EventDecodeError, TransientError
+from shared.errors import DomainError, EventDecodeError, TransientError
 from shared.events import EVENT_TYPES, OrderCreated, decode_event
 from shared.safe_text import preview
 from shared.topics import Header
@@ -115,8 +115,9 @@ class RetryPolicy:
 
 @dataclass
 class Breaker:
-    """Trips when `threshold` events in a row fail in their handler for a reason that is not
-    transient — a bug, not a bad record — so a bug that hits every event does not turn a
+    """Trips when `threshold` events in a row fail in their handler for a reason that is
+    neither transient nor a rule refusing the record's content (DomainError) — a bug, not a
+    bad record — so a bug that hits every event does not turn a
     whole stream into dead letters. While open, every failing event waits `cool_down`
     seconds and is tried again instead of being dead-lettered (its partition fills the
     consumer's slots and pauses); the first event handled successfully closes it.
@@ -226,7 +227,9 @@ class EventConsumer:
             except Exception as error:  # deterministic: retrying would block the partition, unless it is a bug
                 log.exception("handler for %s %s failed", event_type, envelope.event_id)
                 error_text = f"{type(error).__name__}: {' '.join(str(error).split())}"
-                if self.breaker.failed(error_text):
+                # A DomainError is the record's content refused by a rule (anyone may publish such a
+                # record): a dead letter, never counted by the breaker, which is for bugs.
+                if not isinstance(error, DomainError) and self.breaker.failed(error_text):
                     metrics.BREAKER_OPEN.labels(self.name).set(1)
                     await asyncio.sleep(self.breaker.cool_down)
                     continue

@@ -240,6 +240,8 @@ def _authentic(ring: KeyRing | None, record, headers: Mapping[str, str]) -> bool
         return True
     try:
         payload = json.loads(record.value)
+        if record.key is None or record.key.decode("utf-8", "replace") != str(payload["order_id"]):
+            return False  # another saga's event under this key: the services refuse it too
         ring.authenticate(OWNERS[TOPIC_AGGREGATE[record.topic]], headers.get("signature"),
                           event_id=headers.get("id", ""), event_type=headers.get("eventType", ""),
                           saga_id=str(payload["order_id"]), causation_id=headers.get("causationId", ""),

@@ -170,3 +170,23 @@ async def test_a_handler_that_fails_in_a_row_trips_the_breaker_instead_of_dead_l
     assert outcomes == ["dead_lettered", "dead_lettered", "handled"]
     assert not consumer.breaker.open and consumer.breaker.failures_in_row == 0
     assert await db.fetchval("SELECT count(*) FROM dead_letters WHERE kafka_offset >= 6000000") == 2
+
+
+async def test_a_rule_refusing_records_in_a_row_is_no_bug_for_the_breaker(uow, db) -> None:
+    """Anyone may publish records a business rule refuses (an order id already taken): each is a
+    dead letter, however many come in a row; the breaker stays closed."""
+    from shared.consumer import Breaker
+    from shared.errors import DomainError
+    from shared.events import OrderConfirmed, encode_event, utc_now
+
+    async def refuses(event, tx) -> None:
+        raise DomainError("refused by a rule")
+
+    consumer = EventConsumer(uow, {OrderConfirmed: refuses}, breaker=Breaker(threshold=2, cool_down=60))
+    for offset in range(7_000_000, 7_000_004):
+        event = OrderConfirmed(order_id=uuid.uuid4(), occurred_at=utc_now())
+        value = json.dumps(encode_event(event)).encode()
+        outcome = await consumer.handle(record(offset, str(event.order_id).encode(), value,
+                                               [("id", str(uuid.uuid4()).encode())]))
+        assert outcome == "dead_lettered"
+    assert not consumer.breaker.open
