@@ -10,10 +10,10 @@ its job. Figures printed: outage length, sagas in flight at its end, dead letter
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.support.load import saga_json
 from tests.support.under_load import LoadRun, run_under_load
@@ -23,26 +23,26 @@ pytestmark = pytest.mark.faults
 SERVICES = ("order_svc", "inventory_svc", "payment_svc")
 
 
-async def group_states(bootstrap: str) -> dict[str, tuple[str, int]]:
-    """consumer group → (state, members) for the three services' groups."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups(list(SERVICES))
-    finally:
-        await admin.close()
+async def group_states(settings) -> dict[str, tuple[str, int]]:
+    """consumer group → (state, members) for the three services' groups, as Kafka's own
+    `kafka-consumer-groups --describe --state` reports them."""
+    tool = settings.bin_dir / "kafka-consumer-groups"
+    args = [str(tool), "--bootstrap-server", settings.kafka_bootstrap, "--describe", "--state"]
+    for name in SERVICES:
+        args += ["--group", name]
+    done = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True, timeout=60)
     states = {}
-    for response in described:
-        for group in response.groups:
-            _error, group_id, state, _protocol_type, _protocol, members = group[:6]
-            states[group_id] = (state, len(members))
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if fields and fields[0] in SERVICES and fields[-1].isdigit():
+            states[fields[0]] = (fields[-2], int(fields[-1]))
     return states
 
 
-async def until_groups_stable(bootstrap: str, timeout: float = 60.0) -> dict[str, tuple[str, int]]:
+async def until_groups_stable(settings, timeout: float = 60.0) -> dict[str, tuple[str, int]]:
     deadline = time.monotonic() + timeout
     while True:
-        states = await group_states(bootstrap)
+        states = await group_states(settings)
         if all(states.get(name, ("", 0))[0] == "Stable" and states[name][1] >= 1 for name in SERVICES):
             return states
         assert time.monotonic() < deadline, f"consumer groups not stable within {timeout:.0f}s: {states}"
@@ -73,7 +73,7 @@ async def test_postgres_stopped_under_load_parks_nothing(services, outage_s) -> 
     drained_s = time.monotonic() - figures["back"]
     keys = {p.order_id for p in outcome.placed}
     letters = [letter for letter in await saga_json("dlq", "list") if letter.get("key") in keys]
-    states = await until_groups_stable(stack.settings.kafka_bootstrap)
+    states = await until_groups_stable(stack.settings)
     print(f"outage {outage_s}s: {figures['in_flight']} sagas in flight when the database came back, "
           f"all terminal {drained_s:.1f}s later; {len(letters)} dead letters; groups {states}")
     assert letters == [], letters[:3]
