@@ -59,7 +59,8 @@ async def test_a_service_started_before_kafka_answers_waits_and_then_consumes(se
     env = {**os.environ,
            "PAYMENT_SVC_DATABASE_URL": settings.service_dsn(DATABASES[NAME]),
            "PAYMENT_SVC_HTTP_PORT": str(http_port),
-           "SAGA_KAFKA_BOOTSTRAP": f"127.0.0.1:{bootstrap_port}"}
+           "SAGA_KAFKA_BOOTSTRAP": f"127.0.0.1:{bootstrap_port}",
+           "SAGA_KEYS_DIR": str(settings.keys_dir)}
     with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", NAME], env=env, stdin=subprocess.DEVNULL,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
