@@ -38,7 +38,7 @@ class Flow:
     expected_status: str
     expected_reason: str | None
     last_event: str
-    cancel_at_once: bool = False
+    cancel_after_payment: bool = False
 
 
 def flows(run: str) -> list[Flow]:
@@ -47,8 +47,8 @@ def flows(run: str) -> list[Flow]:
         Flow("1. happy path", f"alice-{run}", [(f"WIDGET-{run}", 2)], "40.00", "CONFIRMED", None, "INVENTORY_COMMITTED"),
         Flow("2. stock short (C1)", f"alice-{run}", [(f"GADGET-{run}", 5)], "25.00", "CANCELLED", "out_of_stock", "ORDER_CANCELLED"),
         Flow("3. payment declined (C2, C1)", f"bob-{run}", [(f"WIDGET-{run}", 1)], "30.00", "CANCELLED", "insufficient_funds", "ORDER_CANCELLED"),
-        Flow("4. cancelled in flight (C3, C2, C1)", f"carol-{run}", [(f"WIDGET-{run}", 1)], "25.00", "CANCELLED",
-             "cancelled_by_customer", "ORDER_CANCELLED", cancel_at_once=True),
+        Flow("4. cancelled after payment (C3, C2, C1)", f"carol-{run}", [(f"WIDGET-{run}", 1)], "25.00", "CANCELLED",
+             "cancelled_by_customer", "ORDER_CANCELLED", cancel_after_payment=True),
     ]
 
 
@@ -70,7 +70,7 @@ def main() -> int:
         seed(run)
 
         console.rule("[bold]placing one order per flow")
-        placed = [(flow, place(flow, run)) for flow in plan]
+        placed = [(flow, place(flow, run, stack)) for flow in plan]
 
         finals = {order_id: wait_terminal(orders, order_id) for _, order_id in placed}
         for flow, order_id in placed:
@@ -95,32 +95,51 @@ def main() -> int:
             console.print(f"{component.name:<14} stopped")
 
 
-def place(flow: Flow, run: str, attempts: int = 3) -> str:
-    """Place the flow's order; for the in-flight flow, the customer cancels right after placing.
+PAYMENTS_CONNECTOR = "payments-outbox"
+CAROL_BALANCE = "100.00"
 
-    The saga settles in a few tens of milliseconds, so the cancel shares one open
-    connection with the placement; should the saga still win the race (the order is
-    CONFIRMED already), the customer simply tries again with a new order."""
+
+def place(flow: Flow, run: str, stack: Stack) -> str:
+    """Place the flow's order; for flow 4, the customer cancels once the payment is captured."""
     body = {
         "customer_id": flow.customer,
         "items": [{"sku": sku, "quantity": quantity} for sku, quantity in flow.items],
         "amount": flow.amount,
         "currency": "EUR",
     }
-    with httpx.Client(base_url=ORDER_SVC.url, timeout=10) as client:
-        for attempt in range(1, attempts + 1):
-            response = client.post("/orders", json=body, headers={"Idempotency-Key": f"demo-{run}-{flow.title}-{attempt}"})
-            response.raise_for_status()
-            order_id = response.json()["order_id"]
-            if not flow.cancel_at_once:
-                console.print(f"{flow.title:<38} order {order_id}")
-                return order_id
-            cancelled = client.post(f"/orders/{order_id}/cancel")
-            if cancelled.status_code == 200:
-                console.print(f"{flow.title:<38} order {order_id} (cancelled by the customer at once)")
-                return order_id
-            console.print(f"{flow.title:<38} order {order_id} settled before the cancel arrived; placing another")
-    raise CliError(f"could not cancel an order of flow {flow.title!r} in flight in {attempts} attempts")
+    if flow.cancel_after_payment:
+        return place_and_cancel_after_payment(flow, run, body, stack)
+    order_id = ServiceClient(ORDER_SVC).post("/orders", body, headers={"Idempotency-Key": f"demo-{run}-{flow.title}"})["order_id"]
+    console.print(f"{flow.title:<42} order {order_id}")
+    return order_id
+
+
+def place_and_cancel_after_payment(flow: Flow, run: str, body: dict, stack: Stack) -> str:
+    """Flow 4 of the saga: the customer cancels after the payment was captured, before the order
+    is confirmed. A saga settles in tens of milliseconds, so the demo holds payment_svc's events
+    back — its connector paused, so PAYMENT_COMPLETED waits in the outbox — while the customer
+    cancels: order_svc emits ORDER_CONFIRMATION_FAILED at once, payment_svc refunds (C3), and once
+    the connector resumes inventory_svc releases the stock (C2) and order_svc cancels (C1)."""
+    payments = ServiceClient(PAYMENT_SVC)
+    stack.connect.pause_connector(PAYMENTS_CONNECTOR)
+    try:
+        order_id = ServiceClient(ORDER_SVC).post("/orders", body, headers={"Idempotency-Key": f"demo-{run}-{flow.title}"})["order_id"]
+        charged = f"{float(CAROL_BALANCE) - float(flow.amount):.2f}"
+        wait_balance(payments, flow.customer, charged, "the payment to be captured")
+        ServiceClient(ORDER_SVC).post(f"/orders/{order_id}/cancel")
+        console.print(f"{flow.title:<42} order {order_id} (paid {flow.amount}, then cancelled by the customer)")
+        wait_balance(payments, flow.customer, CAROL_BALANCE, "the refund")
+    finally:
+        stack.connect.resume_connector(PAYMENTS_CONNECTOR)
+    return order_id
+
+
+def wait_balance(payments: ServiceClient, customer: str, balance: str, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while payments.get(f"/accounts/{customer}")["balance"] != balance:
+        if time.monotonic() > deadline:
+            raise CliError(f"waited {timeout:.0f}s for {what} of {customer}")
+        time.sleep(0.1)
 
 
 def seed(run: str) -> None:
@@ -128,7 +147,7 @@ def seed(run: str) -> None:
     for sku, available in ((f"WIDGET-{run}", 10), (f"GADGET-{run}", 1)):
         inventory.put(f"/stock/{sku}", {"available": available})
         console.print(f"stock    {sku:<16} {available} available")
-    for customer, balance in ((f"alice-{run}", "100.00"), (f"bob-{run}", "5.00"), (f"carol-{run}", "100.00")):
+    for customer, balance in ((f"alice-{run}", "100.00"), (f"bob-{run}", "5.00"), (f"carol-{run}", CAROL_BALANCE)):
         payment.put(f"/accounts/{customer}", {"balance": balance, "currency": "EUR"})
         console.print(f"account  {customer:<16} {balance} EUR")
 

@@ -204,6 +204,16 @@ class Connect:
         self._expect(self._request("PUT", f"/connectors/{name}/stop"), f"connector {name} could not be stopped")
         self.wait_state(name, "STOPPED")
 
+    def pause_connector(self, name: str) -> None:
+        """PUT /connectors/{name}/pause and wait until it and its task are PAUSED (its rows wait
+        in the outbox and its slot keeps the WAL until it resumes)."""
+        self._expect(self._request("PUT", f"/connectors/{name}/pause"), f"connector {name} could not be paused")
+        deadline = time.monotonic() + 60
+        while (state := _summary(self.connector_status(name))) != "PAUSED/PAUSED":
+            if time.monotonic() > deadline:
+                raise StackError(f"connector {name} is {state}, not PAUSED after 60s; see {self.log_file}")
+            time.sleep(0.1)
+
     def resume_connector(self, name: str) -> None:
         """PUT /connectors/{name}/resume and wait until it and its task run."""
         self._expect(self._request("PUT", f"/connectors/{name}/resume"), f"connector {name} could not be resumed")

@@ -20,7 +20,7 @@ def test_demo_runs_the_four_flows_to_their_expected_outcomes(services):
         ("1. happy path", "CONFIRMED", "—"),
         ("2. stock short (C1)", "CANCELLED", "out_of_stock"),
         ("3. payment declined (C2, C1)", "CANCELLED", "insufficient_funds"),
-        ("4. cancelled in flight (C3, C2, C1)", "CANCELLED", "cancelled_by_customer"),
+        ("4. cancelled after payment (C3, C2, C1)", "CANCELLED", "cancelled_by_customer"),
     ]:
         row = next(line for line in result.stdout.splitlines() if line.startswith(f"│ {flow}"))
         assert status in row and reason in row and "yes" in row, row
