@@ -22,11 +22,9 @@ direct publisher) and back, keeping each record published once:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -34,7 +32,7 @@ import httpx
 
 from saga_cli.errors import CliError
 from saga_cli.stack.config import StackSettings
-from saga_cli.stack.connect import Connect
+from saga_cli.stack.connect import Connect, ConnectorSpec
 from saga_cli.stack.errors import StackError
 from saga_cli.stack.postgres import Postgres
 
@@ -46,14 +44,6 @@ TUNING_KEYS = (
 """Connector keys whose shipped values are tuning (every `producer.override.*` key is, too)."""
 
 
-@dataclass(frozen=True)
-class ConnectorSpec:
-    name: str
-    database: str
-    slot: str
-    config: dict[str, str]
-
-
 class Transports:
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
@@ -61,12 +51,7 @@ class Transports:
         self.postgres = Postgres(settings)
 
     def specs(self) -> list[ConnectorSpec]:
-        specs = []
-        for path in self.connect.connector_files():
-            spec = json.loads(path.read_text())
-            config = spec["config"]
-            specs.append(ConnectorSpec(spec["name"], config["database.dbname"], config["slot.name"], config))
-        return specs
+        return self.connect.specs()
 
     # --- Debezium with one set of settings or another ------------------------------------
     def debezium(self, variant: str) -> dict[str, dict[str, str]]:
