@@ -10,6 +10,7 @@ refused it. Ages and deadlines are shown relative to this machine's clock.
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -62,11 +63,16 @@ def fetch_sagas(which: str, limit: int) -> list[dict[str, Any]]:
 
 def add_waiting_for(found: list[dict[str, Any]]) -> None:
     """Give each saga its `waiting_for` (saga_cli/timeline.py), read from its records on the
-    topics: which service should answer which event, since when, and a dead letter if it refused."""
+    topics: which service should answer which event, since when, and a dead letter if it refused.
+    When Kafka cannot be read, one line on stderr says so and the sagas are listed without it."""
     if not found:
         return
     since = {str(order["order_id"]): _created_ms(order) for order in found}
-    records = asyncio.run(read_sagas(since))
+    try:
+        records = asyncio.run(read_sagas(since))
+    except CliError as error:  # the list stands without the topics: say why the waits are missing
+        print(f"{error.args[0] if error.args else error} (what each saga waits for is left out)", file=sys.stderr)
+        return
     for order in found:
         waits = waiting_for(build_timeline(records.get(str(order["order_id"]), [])))
         order["waiting_for"] = [wait.as_json() for wait in waits]

@@ -113,3 +113,16 @@ def test_an_answer_that_is_not_a_list_of_orders(order_svc: FakeService, capsys) 
 def test_order_svc_not_running(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("SAGA_ORDER_URL", f"http://127.0.0.1:{closed_port()}")
     assert_one_line_error(run_saga(capsys, "sagas"), "order_svc is not reachable")
+
+
+def test_stuck_without_kafka_lists_the_sagas_and_says_why_waits_are_missing(order_svc: FakeService, capsys,
+                                                                            monkeypatch) -> None:
+    monkeypatch.setenv("SAGA_KAFKA_BOOTSTRAP", f"127.0.0.1:{closed_port()}")
+    late = order(age_s=95, deadline_in_s=-65, stuck=True)
+    order_svc.answer("GET", "/orders?status=stuck&limit=10", 200, [late])
+
+    outcome = run_saga(capsys, "sagas", "--stuck", "--limit", "10", "--json")
+
+    assert outcome.exit_code == 0, outcome
+    assert json.loads(outcome.stdout) == [late]
+    assert "what each saga waits for is left out" in outcome.stderr and "Traceback" not in outcome.stderr
