@@ -63,7 +63,7 @@ class Kafka:
         asyncio.run(self.create_topics())
 
     def _format(self, java: str) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         cmd = java_command(self.settings, java, "kafka-storage", "256m", "kafka.tools.StorageTool",
                            "format", "-t", cluster_id, "-c", str(self.config_file))
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -110,3 +110,12 @@ class Kafka:
         if found:
             process.terminate(found, timeout=60)
 
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, never starting
+    with '-' (the storage tool's argument parser would take it for an option, one run in 64;
+    Kafka's own `Uuid.randomUuid` avoids it the same way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
