@@ -1,16 +1,23 @@
-"""Structured logs: one JSON object per line for the project's own loggers.
+"""Structured logs: one JSON object per line, from every logger in the process.
 
-`configure(service)` routes the stdlib loggers of our packages (`shared`, `order_svc`,
-`inventory_svc`, `payment_svc`) through structlog's stdlib integration
-(`ProcessorFormatter`), so `logging.getLogger(__name__)` and `structlog.get_logger(__name__)`
-both write JSON. Faust's and aiokafka's loggers keep faust's own format: the service's log
-file then holds both, and every line that starts with `{` is one of ours.
+`configure(service)` puts one handler on the root logger that renders every record as JSON
+through structlog's stdlib integration (`ProcessorFormatter`): our own loggers
+(`logging.getLogger(__name__)` and `structlog.get_logger(__name__)`), and the libraries'
+(faust, mode, aiokafka, aiohttp, asyncpg, asyncio, Python's warnings). faust's worker sets up
+logging again when it starts (mode's `setup_logging` clears the root handlers); give it
+`logging_config(service)` (`app.conf.logging_config`) so that it installs the same handler.
+A line that does not start with `{` in a service's log file is then only what a dying
+interpreter writes to stderr by itself.
 
 Every JSON line has `timestamp` (UTC, ISO-8601), `level`, `logger`, `service` and
 `message`, plus whatever is bound with `structlog.contextvars` at the time: while a
 message is handled (shared/service.py) that is `saga_id`, `event_id`, `causation_id`,
 `event_type`, `trace_id` (from the message's traceparent), `topic`, `partition` and
 `offset`; the line closing each message adds `outcome` and `duration_ms`.
+
+A logged exception is a field, not text: `exception` is a list with one object per exception
+in the chain (the one logged first, then what caused it, `is_cause`), each `{"exc_type", "exc_value", "is_cause", "frames": [{"filename",
+"lineno", "name"}, …]}` — no local variables (they may hold a password or an event's content).
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 from shared.safe_text import preview
 from shared.topics import Header
@@ -32,25 +40,14 @@ _FIRST_KEYS = ("timestamp", "level", "service", "logger", "message", "saga_id", 
 
 
 def configure(service: str, stream: IO[str] | None = None, level: int = logging.INFO) -> None:
-    """JSON lines on `stream` (stdout by default) for our loggers, tagged with `service`.
+    """JSON lines on `stream` (stdout by default) for every logger of the process, tagged with
+    `service`: the root logger's only handler, our loggers at `level`, Python's warnings logged.
 
-    Safe to call again (a test, a second runtime): the handler is replaced, not added."""
-
-    def add_service(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        event.setdefault("service", service)
-        return event
-
-    before_render = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-        add_service,
-    ]
+    Safe to call again (a test, a second runtime): the root's handlers are replaced, not added to."""
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *before_render,
+            *_before_render(service),
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
@@ -58,24 +55,65 @@ def configure(service: str, stream: IO[str] | None = None, level: int = logging.
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=before_render,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                structlog.processors.EventRenamer("message"),
-                _readable_order,
-                structlog.processors.JSONRenderer(default=str),
-            ],
-        )
-    )
+    root = logging.getLogger()
+    root.handlers[:] = [json_handler(service, stream)]
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
     for name in OUR_LOGGERS:
         logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
+        logger.handlers[:] = []
         logger.setLevel(level)
-        logger.propagate = False  # not again through faust's root handler
+        logger.propagate = True
+    logging.captureWarnings(True)
+
+
+def json_handler(service: str, stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing each record as one JSON line on `stream` (stdout by default)."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler.setFormatter(json_formatter(service))
+    return handler
+
+
+def json_formatter(service: str) -> logging.Formatter:
+    """The formatter of `json_handler`: a record of any logger → one JSON object (module doc)."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_before_render(service),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False, use_rich=False)),
+            structlog.processors.EventRenamer("message"),
+            _readable_order,
+            structlog.processors.JSONRenderer(default=str),
+        ],
+    )
+
+
+def logging_config(service: str, level: int | str = logging.INFO) -> dict[str, Any]:
+    """The same set-up as `configure` as a `logging.config.dictConfig` dict, for a faust worker
+    (`app.conf.logging_config`): mode replaces the root's handlers with the ones it names."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": json_formatter, "service": service}},
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "root": {"level": level, "handlers": ["json"]},
+    }
+
+
+def _before_render(service: str) -> list[Any]:
+    """What every line gets, from structlog and from the stdlib alike: context, level, logger, time, service."""
+
+    def add_service(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("service", service)
+        return event
+
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_service,
+    ]
 
 
 def _readable_order(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -349,12 +349,14 @@ class ServiceRuntime:
         import sys
 
         logs.configure(self.name)
+        self.app.conf.logging_config = logs.logging_config(self.name)  # faust's worker sets logging up again
         try:
             self.keys  # read now: a service that cannot sign or verify says so and does not start
         except (OSError, ValueError) as error:
             log.critical("cannot read the keys in %s: %s", self.settings.keys_dir, error)
             raise SystemExit(78) from None
-        sys.argv = [self.name, "worker", "--loglevel", "info", "--web-port", str(self.settings.http_port)]
+        # --quiet: no banner on stdout, every line of the log is JSON
+        sys.argv = [self.name, "--quiet", "worker", "--loglevel", "info", "--web-port", str(self.settings.http_port)]
         self.app.main()
 
 
