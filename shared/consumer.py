@@ -38,6 +38,7 @@ from shared import dead_letter, metrics
 from shared.auth import OWNERS, KeyRing, Unauthenticated
 from shared.errors import DomainError, EventDecodeError, TransientError
 from shared.events import EVENT_TYPES, OrderCreated, decode_event
+from shared.group_commit import BatchAborted, GroupCommit
 from shared.safe_text import preview
 from shared.topics import Header
 from shared.uow import Envelope, Handler, UnitOfWork
@@ -164,6 +165,9 @@ class EventConsumer:
     keys: KeyRing | None = None
     breaker: Breaker = field(default_factory=Breaker)
     foreign_handlers: Mapping[type, Handler] = field(default_factory=dict)
+    group_commit: GroupCommit | None = None
+    """When given, an event is first handled in a transaction shared with the events handled at
+    the same moment (shared/group_commit.py), and on its own only if that batch rolls back."""
 
     @property
     def name(self) -> str:
@@ -215,9 +219,17 @@ class EventConsumer:
         event_type = envelope.event.event_type
 
         attempt = 0
+        batched = self.group_commit is not None
         while True:
             try:
-                tx = await self.uow.handle(envelope, handlers)
+                if batched:  # first in a shared transaction; alone once that batch rolled back
+                    batched = False
+                    try:
+                        tx = await self.group_commit.handle(envelope, handlers)
+                    except BatchAborted:
+                        continue
+                else:
+                    tx = await self.uow.handle(envelope, handlers)
             except TransientError as error:  # retried for as long as it lasts: never a dead letter
                 metrics.RETRIES.labels(self.name, event_type).inc()
                 log.warning("retrying %s %s after %s (attempt %d)", event_type, envelope.event_id, error, attempt + 1)

@@ -52,6 +52,7 @@ from pydantic import TypeAdapter, ValidationError
 from shared import logs, metrics, replication, retention
 from shared.auth import KeyRing
 from shared.consumer import EventConsumer, IncomingMessage
+from shared.group_commit import GroupCommit
 from shared.kafka_consumer import EventStream, UnreadableRecord
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
@@ -84,12 +85,21 @@ class _ReportingUnitOfWork(UnitOfWork):
 
     async def handle(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:
         tx = await super().handle(envelope, handlers)
+        self._report(envelope, tx)
+        return tx
+
+    async def handle_batch(self, batch: Sequence[tuple[Envelope, Mapping[type, Handler]]]) -> list[Transaction | None]:
+        results = await super().handle_batch(batch)
+        for (envelope, _), tx in zip(batch, results):
+            self._report(envelope, tx)
+        return results
+
+    def _report(self, envelope: Envelope, tx: Transaction | None) -> None:
         if tx is not None and not tx.duplicate:
             try:
                 self.on_committed(tx)
             except Exception:  # the handling is committed: a failing observer must not undo its ack
                 log.exception("on_committed failed for %s %s", envelope.event.event_type, envelope.event_id)
-        return tx
 
 
 class _Boot(BootStrategy):
@@ -187,7 +197,10 @@ class ServiceRuntime:
         return UnitOfWork(pool, self.settings.consumer_name, self.keys, acquire_timeout=DATABASE_WAIT_S)
 
     async def consumer(self) -> EventConsumer:
-        return EventConsumer(await self.uow(), self.handlers, keys=self.keys, foreign_handlers=self.foreign_handlers)
+        uow = await self.uow()
+        batch = self.settings.consumer_batch_max
+        return EventConsumer(uow, self.handlers, keys=self.keys, foreign_handlers=self.foreign_handlers,
+                             group_commit=GroupCommit(uow, max_batch=batch) if batch > 1 else None)
 
     # --- the consumer: each record settled durably, then acked ------------------------------
     # Up to `consumer_concurrency` records are handled at once, one saga's strictly in

@@ -77,9 +77,13 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(gt=0, lt=65536)
     db_pool_min_size: int = Field(1, ge=0)
     db_pool_max_size: int = Field(10, ge=1)
-    consumer_concurrency: int = Field(8, ge=1)
-    """Messages handled at once, each in its own transaction, one saga's in order (shared/dispatch.py).
-    Keep it below db_pool_max_size: the HTTP API and the timers need connections too."""
+    consumer_concurrency: int = Field(64, ge=1)
+    """Messages in flight at once, one saga's strictly in order (shared/dispatch.py): those that
+    arrive together share a transaction (`consumer_batch_max`); a message whose batch rolled
+    back is handled on its own, on a pooled connection of its own."""
+    consumer_batch_max: int = Field(64, ge=1, le=1000)
+    """The most events handled in one transaction (shared/group_commit.py); 1 handles each
+    event in a transaction of its own."""
     consumer_stall_seconds: float = Field(30.0, gt=0)
     """Readiness fails when the consumer has lag and settled no record for this long (a stalled
     consumer: a database that does not answer, a handler that waits, a fetch that stopped)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +87,14 @@ ON CONFLICT (consumer, event_id) DO NOTHING
 RETURNING event_id
 """
 
+_INSERT_INBOX_MANY = """
+INSERT INTO inbox (consumer, event_id, event_type, saga_id)
+SELECT $1, delivered.event_id, delivered.event_type, delivered.saga_id
+FROM unnest($2::uuid[], $3::text[], $4::text[]) AS delivered (event_id, event_type, saga_id)
+ON CONFLICT (consumer, event_id) DO NOTHING
+RETURNING event_id
+"""
+
 _INSERT_OUTBOX = """
 INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, saga_id, causation_id, traceparent, signature)
 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)
@@ -124,14 +132,18 @@ class Transaction:
     emitted: list[tuple[uuid.UUID, Event]] = field(default_factory=list)
     """(event id, event) of each emitted event, in order."""
 
+    outbox: list[tuple] = field(default_factory=list)
+    """Outbox rows emitted and not yet written: `flush` writes them, in order, before the commit."""
+
     async def emit(self, event: Event) -> uuid.UUID:
-        """Write `event` to the outbox in this transaction and return its new event id."""
+        """Add `event` to this transaction's outbox rows and return its new event id. The row is
+        checked and signed now (OutboxRowTooLarge, ValueError as `outbox_row` says) and written
+        with the others by `flush`, before the commit, in the order emitted."""
         if self.duplicate:
             raise RuntimeError("a duplicate delivery must not emit events")
         if str(event.order_id) != self.saga_id:
             raise ValueError(f"{event.event_type} of order {event.order_id} emitted in saga {self.saga_id}")
-        event_id = await write_outbox(
-            self.connection,
+        row = outbox_row(
             aggregate_type=event.aggregate_type,
             event_type=event.event_type,
             payload=encode_event(event),
@@ -140,8 +152,49 @@ class Transaction:
             traceparent=self.traceparent,
             keys=self.keys,
         )
-        self.emitted.append((event_id, event))
-        return event_id
+        self.outbox.append(row)
+        self.emitted.append((row[0], event))
+        return row[0]
+
+    async def flush(self) -> None:
+        """Write the outbox rows emitted so far (one pipelined statement) and forget them."""
+        rows, self.outbox = self.outbox, []
+        await write_outbox_rows(self.connection, rows)
+
+
+async def write_outbox_rows(connection: asyncpg.Connection, rows: Sequence[tuple]) -> None:
+    """Insert `rows` (each an `outbox_row`) in their order, in one pipelined round trip."""
+    if len(rows) == 1:
+        await connection.execute(_INSERT_OUTBOX, *rows[0])
+    elif rows:
+        await connection.executemany(_INSERT_OUTBOX, rows)
+
+
+def outbox_row(
+    *,
+    aggregate_type: str,
+    event_type: str,
+    payload: Mapping[str, Any],
+    saga_id: str,
+    causation_id: str,
+    traceparent: str,
+    keys: KeyRing | None = None,
+) -> tuple:
+    """One outbox row's values in `_INSERT_OUTBOX`'s order, under a new event id (its first
+    value), signed with `keys` (shared/auth.py; unsigned without).
+
+    OutboxRowTooLarge when the payload's JSON is over OUTBOX_PAYLOAD_LIMIT bytes; ValueError
+    when it holds an empty array or object (the router would drop it)."""
+    event_id = uuid.uuid4()
+    _refuse_empty_containers(payload)
+    document = json.dumps(payload, separators=(",", ":"))
+    if len(document) > OUTBOX_PAYLOAD_LIMIT:
+        raise OutboxRowTooLarge(
+            f"{event_type} payload is {len(document)} bytes of JSON; an outbox row holds at most {OUTBOX_PAYLOAD_LIMIT}"
+        )
+    signature = keys.sign(event_id=str(event_id), event_type=event_type, saga_id=saga_id,
+                          causation_id=causation_id, payload=payload) if keys is not None else ""
+    return (event_id, aggregate_type, saga_id, event_type, document, saga_id, causation_id, traceparent, signature)
 
 
 async def write_outbox(
@@ -155,33 +208,13 @@ async def write_outbox(
     traceparent: str,
     keys: KeyRing | None = None,
 ) -> uuid.UUID:
-    """Insert one outbox row (key = aggregate_id = saga_id) and return its new id. The
-    caller owns the transaction; `Transaction.emit` is the way for catalog events. The row
-    is signed with `keys` (shared/auth.py; unsigned without).
-
-    OutboxRowTooLarge when the payload's JSON is over OUTBOX_PAYLOAD_LIMIT bytes; ValueError
-    when it holds an empty array or object (the router would drop it)."""
-    event_id = uuid.uuid4()
-    _refuse_empty_containers(payload)
-    document = json.dumps(payload, separators=(",", ":"))
-    if len(document) > OUTBOX_PAYLOAD_LIMIT:
-        raise OutboxRowTooLarge(
-            f"{event_type} payload is {len(document)} bytes of JSON; an outbox row holds at most {OUTBOX_PAYLOAD_LIMIT}"
-        )
-    await connection.execute(
-        _INSERT_OUTBOX,
-        event_id,
-        aggregate_type,
-        saga_id,
-        event_type,
-        document,
-        saga_id,
-        causation_id,
-        traceparent,
-        keys.sign(event_id=str(event_id), event_type=event_type, saga_id=saga_id, causation_id=causation_id,
-                  payload=payload) if keys is not None else "",
-    )
-    return event_id
+    """Insert one outbox row (key = aggregate_id = saga_id) now and return its new id. The
+    caller owns the transaction; `Transaction.emit` is the way for catalog events. Errors as
+    `outbox_row`."""
+    row = outbox_row(aggregate_type=aggregate_type, event_type=event_type, payload=payload, saga_id=saga_id,
+                     causation_id=causation_id, traceparent=traceparent, keys=keys)
+    await connection.execute(_INSERT_OUTBOX, *row)
+    return row[0]
 
 
 def _refuse_empty_containers(value: Any, where: str = "payload") -> None:
@@ -240,32 +273,40 @@ class UnitOfWork:
 
     @asynccontextmanager
     async def processing(self, envelope: Envelope) -> AsyncIterator[Transaction]:
-        """A transaction handling `envelope`, its inbox row already written."""
+        """A transaction handling `envelope`, its inbox row already written; the events emitted
+        in it are written to the outbox on clean exit, before the commit."""
         async with self.bare_transaction() as connection:
             inserted = await connection.fetchval(
                 _INSERT_INBOX, self.consumer, envelope.event_id, envelope.event.event_type, envelope.saga_id
             )
-            yield Transaction(
-                connection=connection,
-                saga_id=envelope.saga_id,
-                causation_id=str(envelope.event_id),
-                traceparent=child_traceparent(envelope.traceparent),
-                duplicate=inserted is None,
-                keys=self.keys,
-            )
+            tx = self._transaction(connection, envelope, duplicate=inserted is None)
+            yield tx
+            await tx.flush()
 
     @asynccontextmanager
     async def starting(self, saga_id: str | uuid.UUID, traceparent: str | None = None) -> AsyncIterator[Transaction]:
         """A transaction started by a request rather than an event: no inbox row, empty
         causation id, and a new trace (or a child of the caller's valid `traceparent`)."""
         async with self.bare_transaction() as connection:
-            yield Transaction(
+            tx = Transaction(
                 connection=connection,
                 saga_id=str(saga_id),
                 causation_id="",
                 traceparent=child_traceparent(traceparent) if traceparent else new_traceparent(),
                 keys=self.keys,
             )
+            yield tx
+            await tx.flush()
+
+    def _transaction(self, connection: asyncpg.Connection, envelope: Envelope, *, duplicate: bool) -> Transaction:
+        return Transaction(
+            connection=connection,
+            saga_id=envelope.saga_id,
+            causation_id=str(envelope.event_id),
+            traceparent=child_traceparent(envelope.traceparent),
+            duplicate=duplicate,
+            keys=self.keys,
+        )
 
     async def handle(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:
         """Run the handler for `envelope.event` inside `processing`, skipping it for a
@@ -278,6 +319,45 @@ class UnitOfWork:
             if not tx.duplicate:
                 await handler(envelope.event, tx)
         return tx
+
+    async def handle_batch(
+        self, batch: Sequence[tuple[Envelope, Mapping[type, Handler]]]
+    ) -> list[Transaction | None]:
+        """Handle several events in ONE transaction, as if each had been `handle`d on its own,
+        one after another in the order given: one inbox row each (written by one statement),
+        each handler on the same connection, then every emitted outbox row (one pipelined
+        statement), then one commit. Returns what `handle` would have, per event, in order.
+
+        All or nothing: any exception rolls back the whole batch and passes (TransientError as
+        `bare_transaction` says); the caller then handles the events one by one to give each
+        its own outcome. Events of the same saga must not share a batch unless the caller
+        accepts their running in this order in one transaction (shared/group_commit.py never
+        puts two of one saga in a batch). A second record of the same event id in the batch is
+        its duplicate, as a redelivery would be."""
+        work = [(index, envelope, handler) for index, (envelope, handlers) in enumerate(batch)
+                if (handler := handlers.get(type(envelope.event))) is not None]
+        results: list[Transaction | None] = [None] * len(batch)
+        if not work:
+            return results
+        async with self.bare_transaction() as connection:
+            rows = await connection.fetch(
+                _INSERT_INBOX_MANY, self.consumer,
+                [envelope.event_id for _, envelope, _ in work],
+                [envelope.event.event_type for _, envelope, _ in work],
+                [envelope.saga_id for _, envelope, _ in work],
+            )
+            first_delivery = {row[0] for row in rows}
+            outbox: list[tuple] = []
+            for index, envelope, handler in work:
+                tx = self._transaction(connection, envelope, duplicate=envelope.event_id not in first_delivery)
+                first_delivery.discard(envelope.event_id)
+                if not tx.duplicate:
+                    await handler(envelope.event, tx)
+                    outbox.extend(tx.outbox)
+                    tx.outbox = []
+                results[index] = tx
+            await write_outbox_rows(connection, outbox)
+        return results
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
