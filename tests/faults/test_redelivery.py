@@ -121,7 +121,7 @@ async def test_every_consumer_group_rewound_to_the_earliest_offset_changes_nothi
     await asyncio.sleep(1.0)
 
     for name in CONSUMED:
-        outcome_counts = {outcome: await metric(name, "saga_events_handled_total", service=name, outcome=outcome)
+        outcome_counts = {outcome: await metric(name, "saga_events_handled_total", outcome=outcome)
                           for outcome in ("handled", "duplicate", "ignored", "dead_lettered")}
         print(f"{name} redelivery: {', '.join(f'{k} {v:.0f}' for k, v in outcome_counts.items())}")
         assert outcome_counts["handled"] == 0, f"{name} handled events a second time"

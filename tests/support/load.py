@@ -251,10 +251,13 @@ async def metric(service: str, name: str, /, **labels: str) -> float:
         text = (await client.get(f"{service_url(service)}/metrics")).text
     total = 0.0
     for line in text.splitlines():
-        if not line.startswith(name + "{"):
+        if line.startswith(name + " "):  # a metric without labels
+            sample_labels, value = "", line[len(name) + 1:]
+        elif line.startswith(name + "{"):
+            sample_labels, value = line[len(name) + 1:].rsplit("} ", 1)
+        else:
             continue
-        sample_labels, value = line[len(name) + 1:].rsplit("} ", 1)
-        found = dict(part.split("=", 1) for part in sample_labels.split(","))
+        found = dict(part.split("=", 1) for part in sample_labels.split(",") if part)
         if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
             total += float(value)
     return total
