@@ -250,7 +250,8 @@ class EventConsumer:
             self.breaker.succeeded()
             metrics.BREAKER_OPEN.labels(self.name).set(0)
             outcome = "duplicate" if tx is not None and tx.duplicate else "handled"
-            metrics.HANDLER_SECONDS.labels(self.name, event_type).observe(time.perf_counter() - started)
+            metrics.HANDLER_SECONDS.labels(self.name, event_type).observe(
+                time.perf_counter() - started, exemplar=metrics.trace_exemplar(envelope.traceparent))
             return self._count(event_type, outcome)
 
     async def dead_letter(self, message: IncomingMessage, error: str, *, minimal: bool = False) -> None:

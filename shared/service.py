@@ -280,8 +280,8 @@ class ServiceRuntime:
         @self.app.page("/metrics")
         class Metrics(View):
             async def get(self, request: Request) -> Response:
-                text, content_type = metrics.render()
-                return self.bytes(text, content_type=content_type.split(";")[0])
+                text, content_type = metrics.render(request.headers.get("Accept"))  # OpenMetrics if asked
+                return self.bytes(text, headers={"Content-Type": content_type, "Vary": "Accept"})
 
         @self.app.page("/deadletters/{dead_letter_id}/replay")
         class Replay(View):
