@@ -167,7 +167,8 @@ class ServiceRuntime:
             if self._pool is None:
                 s = self.settings
                 self._pool = await create_pool(
-                    s.database_url, min_size=s.db_pool_min_size, max_size=s.db_pool_max_size, command_timeout=30
+                    s.database_url.get_secret_value(), min_size=s.db_pool_min_size, max_size=s.db_pool_max_size,
+                    command_timeout=30,
                 )
         return self._pool
 

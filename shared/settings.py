@@ -5,6 +5,10 @@ PAYMENT_SVC_); the Kafka bootstrap servers are shared by all (SAGA_KAFKA_BOOTSTR
 Build them in the service's bootstrap (``OrderSettings()``), never at import time, so
 that tests and the stack can set the environment first or pass values directly
 (``OrderSettings(database_url=...)``). Instances are frozen.
+
+A setting that holds a secret is a `SecretStr`: its repr, str and a dump of the settings show
+`**********`, so a logged or printed settings object gives no password away; the value is read
+(`get_secret_value()`) only where it is used, e.g. the DSN handed to the connection pool.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.money import Money
@@ -64,7 +68,8 @@ class ServiceSettings(BaseSettings):
 
     service_name: ClassVar[str]
 
-    database_url: str
+    database_url: SecretStr
+    """The service's PostgreSQL DSN, password included (a secret: shown as `**********`)."""
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092",
         validation_alias="SAGA_KAFKA_BOOTSTRAP",
@@ -134,7 +139,7 @@ class OrderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ORDER_SVC_")
     service_name: ClassVar[str] = "order_svc"
 
-    database_url: str = "postgresql://order_svc:order_svc@127.0.0.1:55432/orders"
+    database_url: SecretStr = SecretStr("postgresql://order_svc:order_svc@127.0.0.1:55432/orders")
     http_port: int = Field(8001, gt=0, lt=65536)
     order_deadline_seconds: float = Field(30.0, gt=0)
     """Seconds from an order's placing (or adoption) to its deadline: an order not confirmed by
@@ -146,7 +151,7 @@ class InventorySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_SVC_")
     service_name: ClassVar[str] = "inventory_svc"
 
-    database_url: str = "postgresql://inventory_svc:inventory_svc@127.0.0.1:55432/inventory"
+    database_url: SecretStr = SecretStr("postgresql://inventory_svc:inventory_svc@127.0.0.1:55432/inventory")
     http_port: int = Field(8002, gt=0, lt=65536)
 
 
@@ -154,7 +159,7 @@ class PaymentSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENT_SVC_")
     service_name: ClassVar[str] = "payment_svc"
 
-    database_url: str = "postgresql://payment_svc:payment_svc@127.0.0.1:55432/payments"
+    database_url: SecretStr = SecretStr("postgresql://payment_svc:payment_svc@127.0.0.1:55432/payments")
     http_port: int = Field(8003, gt=0, lt=65536)
     per_order_limit: Money = DEFAULT_PER_ORDER_LIMIT
     """The largest amount one order may be charged, in the order's own currency

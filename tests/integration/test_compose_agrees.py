@@ -168,7 +168,7 @@ def test_each_service_variable_is_a_settings_field_and_lands_there(service, monk
     assert SERVICES[service]["command"] == ["python", "-m", service]  # what saga_cli/services.py runs
     database = {role: db for db, role in SERVICE_DATABASES.items()}[service]
     in_compose = StackSettings(pg_host="postgres", pg_port=5432).service_dsn(database)
-    assert settings.database_url == in_compose
+    assert settings.database_url.get_secret_value() == in_compose
 
 
 def test_the_http_host_setting_is_what_the_service_binds():

@@ -5,7 +5,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shared.migrations import service_schema_files
 from shared.settings import SETTINGS_CLASSES, InventorySettings, OrderSettings, PaymentSettings
@@ -24,9 +24,9 @@ def clean_environment(monkeypatch):
 
 def test_defaults():
     order, inventory, payment = OrderSettings(), InventorySettings(), PaymentSettings()
-    assert order.database_url == "postgresql://order_svc:order_svc@127.0.0.1:55432/orders"
-    assert inventory.database_url == "postgresql://inventory_svc:inventory_svc@127.0.0.1:55432/inventory"
-    assert payment.database_url == "postgresql://payment_svc:payment_svc@127.0.0.1:55432/payments"
+    assert order.database_url.get_secret_value() == "postgresql://order_svc:order_svc@127.0.0.1:55432/orders"
+    assert inventory.database_url.get_secret_value() == "postgresql://inventory_svc:inventory_svc@127.0.0.1:55432/inventory"
+    assert payment.database_url.get_secret_value() == "postgresql://payment_svc:payment_svc@127.0.0.1:55432/payments"
     assert (order.http_port, inventory.http_port, payment.http_port) == (8001, 8002, 8003)
     assert {order.http_host, inventory.http_host, payment.http_host} == {"127.0.0.1"}
     assert {order.kafka_bootstrap, inventory.kafka_bootstrap, payment.kafka_bootstrap} == {"127.0.0.1:9092"}
@@ -45,7 +45,7 @@ def test_each_service_reads_its_own_prefix(monkeypatch):
     assert OrderSettings().http_port == 9001
     assert OrderSettings().order_deadline_seconds == 2.5
     assert PaymentSettings().per_order_limit == Decimal("250.00")
-    assert InventorySettings().database_url == "postgresql://x@h/inventory"
+    assert InventorySettings().database_url.get_secret_value() == "postgresql://x@h/inventory"
     assert PaymentSettings().http_port == 8003
 
 
@@ -91,3 +91,12 @@ def test_a_kraft_cluster_id_never_starts_with_a_dash() -> None:
     ids = [new_cluster_id() for _ in range(5000)]
     assert not any(cluster_id.startswith("-") for cluster_id in ids)
     assert all(len(cluster_id) == 22 for cluster_id in ids)
+
+
+def test_the_database_password_is_a_secret(monkeypatch):
+    monkeypatch.setenv("PAYMENT_SVC_DATABASE_URL", "postgresql://payment_svc:s3cr3t-pw@db:5432/payments")
+    settings = PaymentSettings()
+    assert isinstance(settings.database_url, SecretStr)
+    for shown in (repr(settings), str(settings), settings.model_dump_json(), f"{settings.database_url}"):
+        assert "s3cr3t-pw" not in shown
+    assert settings.database_url.get_secret_value() == "postgresql://payment_svc:s3cr3t-pw@db:5432/payments"
