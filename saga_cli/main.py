@@ -33,6 +33,7 @@ app.command("tail")(tail.tail)
 app.add_typer(dlq.dlq_app, name="dlq")
 app.command("sagas")(sagas.sagas)
 app.command("bench")(bench.bench)
+app.command("board")(__import__("saga_cli.board", fromlist=["board"]).board)
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:

@@ -1,0 +1,112 @@
+"""The board's two ways of reading Kafka: following every topic into the index, and one saga by key.
+
+`follow(index, state)` reads every partition of the four saga topics from the index's start time
+(offsets for times, as `saga trace` seeks) and then keeps reading what arrives, for as long as it
+runs; `state` says how far it is (caught up with the end offsets seen at start, or not yet) and
+what went wrong last. When Kafka goes away it says so in `state.problem`, waits, and goes on
+from where it stopped.
+
+`read_one_saga(order_id, since_ms)` is `saga trace`'s read: the key's partition of each topic,
+from a time, up to the end offsets seen when it started.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+
+from saga_cli.board.index import SagaIndex
+from saga_cli.errors import CliError
+from saga_cli.kafka import SAGA_TOPICS, KafkaEvent, decode_record, fetch, kafka_consumer, partitions_by_topic
+from saga_cli.trace import read_saga
+
+RETRY_S = 2.0
+"""Seconds between two attempts to reach Kafka again after it failed."""
+FETCH_WAIT_MS = 500
+TOPICS_CHECK_S = 10.0
+"""While a saga topic does not exist yet: seconds between two looks for it."""
+
+
+@dataclass
+class FollowState:
+    """How far the follower is. `positions`: next offset per (topic, partition); `caught_up`:
+    it has read up to the end offsets it saw when it started; `problem`: one line, or None."""
+
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    caught_up: bool = False
+    problem: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    caught_up_after_s: float | None = None
+
+
+async def follow(index: SagaIndex, state: FollowState) -> None:
+    """Read the saga topics into `index` until cancelled (module doc). Never returns by itself."""
+    while True:
+        try:
+            await _follow_once(index, state)
+        except asyncio.CancelledError:
+            raise
+        except CliError as error:
+            state.problem = str(error)
+        except Exception as error:  # any failure of the client: say it, and try again
+            state.problem = f"reading Kafka failed: {type(error).__name__}: {error}"
+        await asyncio.sleep(RETRY_S)
+
+
+async def _follow_once(index: SagaIndex, state: FollowState) -> None:
+    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+        topics = await partitions_by_topic(consumer)
+        partitions = [TopicPartition(topic, number) for topic in SAGA_TOPICS for number in topics.get(topic, ())]
+        if not partitions:
+            raise CliError(f"none of {', '.join(SAGA_TOPICS)} exists yet")
+        consumer.assign(partitions)
+        end = await consumer.end_offsets(partitions)
+        start = await _start_offsets(consumer, partitions, index.since_ms, end, state)
+        for partition, offset in start.items():
+            consumer.seek(partition, offset)
+        behind = {partition for partition in partitions if start[partition] < end[partition]}
+        state.problem = None
+        missing = [topic for topic in SAGA_TOPICS if not topics.get(topic)]
+        checked = time.monotonic()
+        while True:
+            batches = await fetch(consumer, partitions, timeout_ms=FETCH_WAIT_MS)
+            for partition, records in batches.items():
+                for record in records:
+                    index.add(decode_record(record))
+                state.positions[(partition.topic, partition.partition)] = records[-1].offset + 1
+            for partition in list(behind):
+                if state.positions.get((partition.topic, partition.partition), 0) >= end[partition]:
+                    behind.discard(partition)
+            if not behind and not state.caught_up:
+                state.caught_up = True
+                state.caught_up_after_s = time.monotonic() - state.started_at
+            if missing and time.monotonic() - checked > TOPICS_CHECK_S:
+                checked = time.monotonic()
+                if any((await partitions_by_topic(consumer)).get(topic) for topic in missing):
+                    return  # a topic appeared: start again with it (the positions are kept)
+
+
+async def _start_offsets(consumer, partitions: list[TopicPartition], since_ms: int | None,
+                         end: dict[TopicPartition, int], state: FollowState) -> dict[TopicPartition, int]:
+    """Where each partition is read from: where the follower stopped, else the first record at or
+    after `since_ms` (the end when there is none), else the beginning."""
+    start: dict[TopicPartition, int] = {}
+    fresh = [p for p in partitions if (p.topic, p.partition) not in state.positions]
+    if fresh and since_ms is not None:
+        found = await consumer.offsets_for_times({p: max(since_ms, 0) for p in fresh})
+        start.update({p: found[p].offset if found.get(p) is not None else end[p] for p in fresh})
+    elif fresh:
+        start.update(await consumer.beginning_offsets(fresh))
+    for p in partitions:
+        if p not in start:
+            start[p] = state.positions[(p.topic, p.partition)]
+    return start
+
+
+async def read_one_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
+    """Every record of the saga `order_id` on the four topics from `since_ms` (epoch ms; None: the
+    beginning of each partition), up to the end offsets as they were when the read began. Raises
+    CliError (one line) when Kafka is not reachable or does not deliver within its timeout."""
+    return await read_saga(order_id, since_ms)
