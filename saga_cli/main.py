@@ -13,11 +13,11 @@ import sys
 import typer
 
 from saga_cli.errors import CliError
-from saga_cli import accounts, bench, dlq, orders, sagas, stack_commands, stock, tail, trace
+from saga_cli import accounts, bench, connect_commands, dlq, orders, sagas, stack_commands, stock, tail, trace
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # saga --install-completion / --show-completion
     pretty_exceptions_enable=False,
     help="Run and follow the order saga: the native stack, the services, orders, stock, accounts and traces.",
 )
@@ -31,6 +31,7 @@ app.add_typer(accounts.account_app, name="account")
 app.command("trace")(trace.trace)
 app.command("tail")(tail.tail)
 app.add_typer(dlq.dlq_app, name="dlq")
+app.add_typer(connect_commands.connect_app, name="connect")
 app.command("sagas")(sagas.sagas)
 app.command("bench")(bench.bench)
 app.command("board")(__import__("saga_cli.board", fromlist=["board"]).board)
