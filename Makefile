@@ -25,8 +25,12 @@ jars: deps venv
 demo: jars
 	@$(PY) -m saga_cli.demo
 
-# The suite brings the stack (and the services) up itself and stops what it started.
-test: jars
+# The suite brings the stack (and the services) up itself and stops what it started. With
+# SAGA_STACK=containers it runs against compose.yaml (tests/support/containers.py), which needs
+# neither Java, Maven nor the jars: only the virtualenv.
+TEST_NEEDS := $(if $(filter containers,$(strip $(SAGA_STACK))),venv,jars)
+
+test: $(TEST_NEEDS)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv

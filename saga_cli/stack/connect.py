@@ -18,7 +18,7 @@ import httpx
 
 from saga_cli.stack import process
 from saga_cli.stack.config import StackSettings
-from saga_cli.stack.errors import ConnectorsFailed, StackError
+from saga_cli.stack.errors import ConnectorsFailed, ConnectUnavailable, StackError
 from saga_cli.stack.install import java_executable
 from saga_cli.stack.jvm import java_command, render
 
@@ -146,12 +146,16 @@ class Connect:
 
     def register_connectors(self) -> list[str]:
         """PUT each connector's config (idempotent: unchanged configs are a no-op) and wait until it and its task run.
-        Connectors that FAILED are reported together (ConnectorsFailed, one hint each) after the others ran."""
+        Connectors that FAILED are reported together (ConnectorsFailed, one hint each) after the others ran.
+        ConnectUnavailable when the worker does not answer or cannot take a config yet (409, 5xx); StackError
+        when it refuses one (4xx)."""
         names = []
         for path in self.connector_files():
             spec = json.loads(path.read_text())
             name = spec["name"]
             response = self._request("PUT", f"/connectors/{name}/config", json=spec["config"])
+            if response.status_code == 409 or response.status_code >= 500:  # rebalancing, or still starting
+                raise ConnectUnavailable(f"connector {name} could not be registered yet: {_message(response)}")
             if response.status_code >= 400:
                 raise StackError(f"connector {name} was refused: {_message(response)}")
             names.append(name)
@@ -257,7 +261,7 @@ class Connect:
         try:
             return httpx.request(method, f"{self.settings.connect_url}{path}", timeout=30, **kwargs)
         except httpx.HTTPError as error:
-            raise StackError(f"kafka-connect REST at {self.settings.connect_url} does not answer: {error}") from error
+            raise ConnectUnavailable(f"kafka-connect REST at {self.settings.connect_url} does not answer: {error}") from error
 
 
 def _summary(status: dict) -> str:

@@ -3,16 +3,33 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import asyncpg
+from aiokafka.errors import KafkaError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from saga_cli.stack.config import StackSettings
 from saga_cli.stack.connect import Connect
-from saga_cli.stack.errors import StackError
+from saga_cli.stack.errors import ConnectUnavailable, StackError
 from saga_cli.stack.install import ensure_jars, java_executable, pg_bin_dir, write_tool_scripts
 from saga_cli.stack.kafka import Kafka
 from saga_cli.stack.postgres import Postgres
+
+T = TypeVar("T")
+
+SETUP_RETRY_INTERVAL = 1.0
+"""Seconds between two tries of a setup step whose server is still starting."""
+
+SETUP_TRANSIENT: dict[str, tuple[type[BaseException], ...]] = {
+    # refused or unresolved (OSError, timeouts included), "the database system is starting up / shutting down"
+    "postgres": (OSError, asyncpg.CannotConnectNowError, asyncpg.exceptions.ConnectionDoesNotExistError),
+    # no broker reachable yet, or one without its controller ("replication factor larger than available brokers")
+    "kafka": (OSError, KafkaError),
+    # the REST API does not answer yet, or answers 409 / 5xx (saga_cli.stack.connect.register_connectors)
+    "kafka-connect": (ConnectUnavailable,),
+}
+"""The errors of each setup step that say its server is still starting, per server."""
 
 
 @dataclass(frozen=True)
@@ -65,16 +82,35 @@ class Stack:
 
     def setup(self, say: Callable[[str], None] = print) -> None:
         """Prepare servers this machine does not run (compose.yaml): databases, roles, schemas,
-        publications, topics, connectors — what `up` does after starting each part."""
+        publications, topics, connectors — what `up` does after starting each part.
+
+        Servers started a moment ago may not answer yet (a fresh PostgreSQL volume runs its init
+        server with TCP off, Kafka waits for its controller, Connect scans plugins and reads its
+        topics), so each step, idempotent, is tried again every SETUP_RETRY_INTERVAL seconds while it
+        fails the way a starting server does (SETUP_TRANSIENT), for up to `start_timeout` seconds
+        (SAGA_START_TIMEOUT) each; then the last error is raised. Other errors, a connector config
+        Connect refuses or a connector that FAILED (ConnectorsFailed), are raised at once."""
         import asyncio
 
         self.ensure_keys(say)
-        self.postgres.prepare()
+        self._until_it_answers("postgres", self.postgres.prepare, say)
         say("postgres       databases, roles, schemas and publications ready")
-        asyncio.run(self.kafka.create_topics())
+        self._until_it_answers("kafka", lambda: asyncio.run(self.kafka.create_topics()), say)
         say("kafka          topics ready")
-        names = self.connect.register_connectors()
+        names = self._until_it_answers("kafka-connect", self.connect.register_connectors, say)
         say(f"connectors     {', '.join(names)} RUNNING")
+
+    def _until_it_answers(self, name: str, step: Callable[[], T], say: Callable[[str], None]) -> T:
+        """step() again while it fails as a starting server does, up to start_timeout; says once that it waits."""
+        def waiting(attempt: RetryCallState) -> None:
+            if attempt.attempt_number == 1:
+                error = attempt.outcome.exception()
+                say(f"{name:<14} not answering yet ({type(error).__name__}: {str(error)[:200]}); "
+                    f"trying again for up to {self.settings.start_timeout:.0f}s")
+
+        retrying = Retrying(stop=stop_after_delay(self.settings.start_timeout), wait=wait_fixed(SETUP_RETRY_INTERVAL),
+                            retry=retry_if_exception_type(SETUP_TRANSIENT[name]), before_sleep=waiting, reraise=True)
+        return retrying(step)
 
     def ensure_keys(self, say: Callable[[str], None] = print) -> None:
         """Every service's signing key under `keys_dir` (made once; shared/auth.py)."""

@@ -1,19 +1,29 @@
 """compose.yaml (the Docker path) and the native stack describe the same system.
 
 Read as files, no Docker and no server needed: the topics the connectors route to and the
-stack creates, the connector configs and the ${env:…} names they need, the worker settings,
-the image versions and the jars', the published ports, the services' environment
-variables, each of which must be a field of the service's settings (and land there), and
-the signing keys: made by setup into a volume the services mount read-only, as the same user."""
+stack creates, the connector configs and the ${env:…} names they need, the settings of the
+Connect worker, the broker and PostgreSQL (each as the image's entrypoint turns compose's
+variables into them), the image versions and the jars', the published ports, the
+healthchecks and the order they gate, the services' environment variables, each of which
+must be a field of the service's settings (and land there), the image (its user, what it
+installs, what its build context leaves out), and the signing keys: made by setup into a
+volume the services mount read-only, as the same user.
+
+What the images do with their variables is written down here from their own entrypoints
+(quay.io/debezium/connect's docker-entrypoint.sh, apache/kafka's KafkaDockerWrapper,
+postgres' docker-entrypoint.sh) for the tags compose.yaml names; that a container then starts
+and answers can only be seen with a Docker engine (SAGA_STACK=containers)."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from saga_cli import services as service_processes
 from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC
@@ -21,6 +31,7 @@ from saga_cli.stack import Stack
 from saga_cli.stack.config import REPO_ROOT, SERVICE_DATABASES, StackSettings
 from saga_cli.stack.connect import Connect
 from saga_cli.stack.kafka import EVENT_TOPICS
+from saga_cli.stack.postgres import SERVER_SETTINGS
 from shared.auth import KeyRing
 from shared.settings import SETTINGS_CLASSES, ServiceSettings
 from shared.topics import TOPICS
@@ -94,19 +105,165 @@ def test_compose_connect_gets_every_env_name_the_connector_configs_use():
     assert compose_env["SAGA_PG_HOST"] == "postgres"
 
 
+# quay.io/debezium/connect (connect-base/3.6/docker-entrypoint.sh, the image of 3.6.1.Final) writes
+# each CONNECT_A_B variable as the worker property a.b, after exporting these CONNECT_ keys itself
+# from its own variables (defaults when unset or empty): whatever compose gives a CONNECT_ spelling
+# of them is overwritten, as CONNECT_OFFSET_FLUSH_INTERVAL_MS once was (offsets flushed every 60 s).
+CONTAINER_ADDRESS = "<the container's address>"
+DEBEZIUM_ENTRYPOINT_OWNS = {
+    "CONNECT_BOOTSTRAP_SERVERS": ("BOOTSTRAP_SERVERS", "0.0.0.0:9092"),
+    "CONNECT_GROUP_ID": ("GROUP_ID", "1"),
+    "CONNECT_CONFIG_STORAGE_TOPIC": ("CONFIG_STORAGE_TOPIC", ""),
+    "CONNECT_OFFSET_STORAGE_TOPIC": ("OFFSET_STORAGE_TOPIC", ""),
+    "CONNECT_KEY_CONVERTER": ("KEY_CONVERTER", "org.apache.kafka.connect.json.JsonConverter"),
+    "CONNECT_VALUE_CONVERTER": ("VALUE_CONVERTER", "org.apache.kafka.connect.json.JsonConverter"),
+    "CONNECT_TASK_SHUTDOWN_GRACEFUL_TIMEOUT_MS": ("SHUTDOWN_TIMEOUT", "10000"),
+    "CONNECT_OFFSET_FLUSH_INTERVAL_MS": ("OFFSET_FLUSH_INTERVAL_MS", "60000"),
+    "CONNECT_OFFSET_FLUSH_TIMEOUT_MS": ("OFFSET_FLUSH_TIMEOUT_MS", "5000"),
+    "CONNECT_REST_PORT": ("REST_PORT", "8083"),
+    "CONNECT_REST_HOST_NAME": ("REST_HOST_NAME", CONTAINER_ADDRESS),
+    "CONNECT_REST_ADVERTISED_PORT": ("ADVERTISED_PORT", "8083"),
+    "CONNECT_REST_ADVERTISED_HOST_NAME": ("ADVERTISED_HOST_NAME", CONTAINER_ADDRESS),
+}
+DEBEZIUM_ENTRYPOINT_OWNS_WHEN_SET = {"CONNECT_STATUS_STORAGE_TOPIC": "STATUS_STORAGE_TOPIC"}
+# worker.properties keys that say where the worker runs (filled in per machine, or the container's own)
+WHERE_THE_WORKER_RUNS = {"bootstrap.servers", "listeners", "rest.advertised.host.name", "rest.advertised.port", "plugin.path"}
+
+
+def debezium_worker_properties(environment: dict) -> dict[str, str]:
+    """The worker properties the Debezium image's entrypoint writes from a container `environment`
+    (its CONNECT_LOG4J* variables go to log4j, not to the worker)."""
+    env = {key: str(value) for key, value in environment.items()}
+    exported = dict(env)
+    for key, (variable, default) in DEBEZIUM_ENTRYPOINT_OWNS.items():
+        exported[key] = env.get(variable) or default  # `: ${VAR:=default}` then `export CONNECT_…=$VAR`
+    for key, variable in DEBEZIUM_ENTRYPOINT_OWNS_WHEN_SET.items():
+        if env.get(variable):
+            exported[key] = env[variable]
+    return {key.removeprefix("CONNECT_").lower().replace("_", "."): value for key, value in exported.items()
+            if key.startswith("CONNECT_") and not key.startswith("CONNECT_LOG4J")}
+
+
+def test_compose_sets_no_connect_key_the_images_entrypoint_overwrites():
+    env = SERVICES["connect"]["environment"]
+    overwritten = {key: DEBEZIUM_ENTRYPOINT_OWNS[key][0] for key in env if key in DEBEZIUM_ENTRYPOINT_OWNS}
+    assert not overwritten, f"the image's entrypoint overwrites these; set its own variables instead: {overwritten}"
+    assert not any("@" in str(value) for key, value in env.items() if key.startswith("CONNECT_"))  # its sed's separator
+
+
 def test_compose_connect_runs_the_worker_the_native_stack_configures():
     worker = properties(REPO_ROOT / "connect" / "worker.properties")
-    env = SERVICES["connect"]["environment"]
-    # Debezium's image: a few named variables, and CONNECT_A_B_C for the property a.b.c
-    named = {"GROUP_ID": "group.id", "CONFIG_STORAGE_TOPIC": "config.storage.topic",
-             "OFFSET_STORAGE_TOPIC": "offset.storage.topic", "STATUS_STORAGE_TOPIC": "status.storage.topic",
-             "KEY_CONVERTER": "key.converter", "VALUE_CONVERTER": "value.converter"}
-    as_properties = {named[key]: str(value) for key, value in env.items() if key in named}
-    as_properties |= {key.removeprefix("CONNECT_").lower().replace("_", "."): str(value)
-                      for key, value in env.items() if key.startswith("CONNECT_")}
-    for key in (*named.values(), "value.converter.schemas.enable", "config.providers", "config.providers.env.class",
-                "offset.flush.interval.ms", "scheduled.rebalance.max.delay.ms"):
-        assert as_properties.get(key) == worker[key], key
+    in_container = debezium_worker_properties(SERVICES["connect"]["environment"])
+    per_machine = {key for key, value in worker.items() if "{{" in value}
+    assert per_machine <= WHERE_THE_WORKER_RUNS, per_machine - WHERE_THE_WORKER_RUNS
+    differing = {key: (in_container.get(key), value) for key, value in worker.items()
+                 if key not in WHERE_THE_WORKER_RUNS and in_container.get(key) != value}
+    assert not differing, f"property: (in the container, native): {differing}"
+    assert in_container["offset.flush.interval.ms"] == "1000"
+    assert in_container["bootstrap.servers"] == SERVICES["setup"]["environment"]["SAGA_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert in_container["rest.port"] == "8083" and host_port("connect", 8083)  # Kafka's default listener, http://:8083
+
+
+def heap_options(heap: str) -> str:
+    return f"-Xms{heap} -Xmx{heap}"
+
+
+def test_compose_jvms_get_the_native_heaps():
+    # the Debezium image exports HEAP_OPTS as KAFKA_HEAP_OPTS; Apache Kafka's image hands KAFKA_HEAP_OPTS to the JVM
+    assert SERVICES["connect"]["environment"]["HEAP_OPTS"] == heap_options(default(StackSettings, "connect_heap"))
+    assert "KAFKA_HEAP_OPTS" not in SERVICES["connect"]["environment"]  # the entrypoint would replace it
+    assert SERVICES["kafka"]["environment"]["KAFKA_HEAP_OPTS"] == heap_options(default(StackSettings, "kafka_heap"))
+
+
+# apache/kafka (KafkaDockerWrapper): KAFKA_A_B is the property a.b ("__" is "_", "___" is "-"), these
+# variables aside; given any, none of the image's default server.properties is used.
+KAFKA_IMAGE_NOT_PROPERTIES = {"KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
+                              "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL",
+                              "KAFKA_LOG4J_LOGGERS", "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME"}
+WHERE_THE_BROKER_RUNS = {"listeners", "advertised.listeners", "listener.security.protocol.map",
+                         "controller.quorum.voters", "log.dirs"}
+
+
+def apache_kafka_properties(environment: dict) -> dict[str, str]:
+    """The broker properties Apache Kafka's image writes from a container `environment`."""
+    return {key.replace("KAFKA_", "").lower().replace("_", ".").replace("...", "-").replace("..", "_"): str(value)
+            for key, value in environment.items() if key.startswith("KAFKA_") and key not in KAFKA_IMAGE_NOT_PROPERTIES}
+
+
+def test_compose_kafka_runs_the_broker_the_native_stack_configures():
+    native = properties(REPO_ROOT / "connect" / "server.properties")
+    in_container = apache_kafka_properties(SERVICES["kafka"]["environment"])
+    per_machine = {key for key, value in native.items() if "{{" in value}
+    assert per_machine <= WHERE_THE_BROKER_RUNS, per_machine - WHERE_THE_BROKER_RUNS
+    differing = {key: (in_container.get(key), value) for key, value in native.items()
+                 if key not in WHERE_THE_BROKER_RUNS and in_container.get(key) != value}
+    assert not differing, f"property: (in the container, native): {differing}"
+    protocols = set(in_container["listener.security.protocol.map"].split(","))
+    assert set(native["listener.security.protocol.map"].split(",")) <= protocols
+
+
+# saga_cli/stack/postgres.py's settings that say where the server listens and logs, not how it behaves
+WHERE_POSTGRES_RUNS = {"listen_addresses", "port", "unix_socket_directories", "unix_socket_permissions",
+                       "logging_collector", "log_min_messages", "log_line_prefix"}
+
+
+def test_compose_postgres_runs_the_server_the_native_stack_configures():
+    native = dict(line.split(" = ", 1) for line in SERVER_SETTINGS.splitlines() if " = " in line and not line.startswith("#"))
+    command = SERVICES["postgres"]["command"]
+    assert command[0] == "postgres" and all(flag == "-c" for flag in command[1::2])
+    in_container = dict(setting.split("=", 1) for setting in command[2::2])
+    wanted = {key: value.strip("'") for key, value in native.items() if key not in WHERE_POSTGRES_RUNS}
+    assert {"max_connections", "shared_buffers", "wal_level"} <= set(wanted)
+    assert {key: in_container.get(key) for key in wanted} == wanted
+
+
+# --- start order and healthchecks ------------------------------------------------------------------
+
+def healthcheck(service: str) -> list[str]:
+    check = SERVICES[service].get("healthcheck")
+    assert check and check["test"][0] == "CMD", f"{service} has no exec-form healthcheck"
+    return [str(part) for part in check["test"][1:]]
+
+
+def test_every_long_running_service_has_a_healthcheck_and_is_waited_for_healthy():
+    for name, service in SERVICES.items():
+        if name == "setup":  # one-shot: the others wait for it to exit 0
+            assert "healthcheck" not in service
+            continue
+        healthcheck(name)
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert isinstance(condition, dict), f"{name} waits for {dependency} only to be started"
+            wanted = "service_completed_successfully" if dependency == "setup" else "service_healthy"
+            assert condition["condition"] == wanted, (name, dependency)
+    # setup's steps need all three servers answering, not only started
+    assert SERVICES["setup"]["depends_on"] == {server: {"condition": "service_healthy"}
+                                               for server in ("postgres", "kafka", "connect")}
+
+
+def test_postgres_is_healthy_only_when_it_answers_over_tcp():
+    # on a fresh volume the image's init server runs with listen_addresses='' (Unix socket only)
+    probe = healthcheck("postgres")
+    assert probe[0] == "pg_isready"
+    hosts = [part.removeprefix("--host=") for part in probe if part.startswith("--host=")]
+    hosts += [probe[i + 1] for i, part in enumerate(probe) if part == "-h"]
+    assert hosts and not any(host.startswith("/") for host in hosts), probe
+
+
+def test_kafka_connect_and_the_services_are_healthy_when_they_answer():
+    assert healthcheck("kafka")[0].endswith("/kafka-broker-api-versions.sh")
+    assert healthcheck("kafka")[1:] == ["--bootstrap-server", SERVICES["setup"]["environment"]["SAGA_KAFKA_BOOTSTRAP"]]
+    # Connect's readiness endpoint (KIP-1017: 503 while the worker starts), on its REST port
+    assert healthcheck("connect")[0] == "curl" and "--fail" in healthcheck("connect")
+    assert healthcheck("connect")[-1] == "http://localhost:8083/health"
+    for service, port in service_processes.SERVICES.items():
+        probe = healthcheck(service)
+        assert probe[:2] == ["python", "-c"] and "urlopen(sys.argv[1]" in probe[2], probe
+        assert probe[3] == f"http://127.0.0.1:{port}/health"  # what the tests' ensure_services waits for
+
+
+def test_setup_waits_for_the_servers_as_long_as_a_cold_start_takes():
+    # Stack.setup tries each step again while its server is starting, up to start_timeout seconds
+    assert float(SERVICES["setup"]["environment"]["SAGA_START_TIMEOUT"]) >= default(StackSettings, "start_timeout")
 
 
 def test_compose_images_are_the_releases_the_native_stack_resolves():
@@ -119,6 +276,31 @@ def test_compose_registers_the_same_connector_files():
     assert re.search(r"^COPY connect connect$", dockerfile, re.MULTILINE)  # `saga stack setup` reads connect/connectors/
     assert "connect" in SERVICES["setup"]["depends_on"]
     assert "wal_level=logical" in SERVICES["postgres"]["command"]
+
+
+# --- the image ----------------------------------------------------------------------------------
+
+def dockerfile() -> str:
+    return (REPO_ROOT / "Dockerfile").read_text()
+
+
+def test_the_image_installs_the_project_without_its_extras():
+    installs = re.findall(r"^RUN pip install (.+)$", dockerfile(), re.MULTILINE)
+    assert installs == ["-e ."]  # editable: `saga stack setup` reads connect/connectors/ beside the code
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(requirement.startswith("matplotlib") for requirement in project["dependencies"])
+    assert any(requirement.startswith("matplotlib") for requirement in project["optional-dependencies"]["bench"])
+    assert "order-saga[bench]" in project["optional-dependencies"]["dev"]  # make test and make demo draw
+
+
+def test_the_build_context_leaves_out_this_machines_state_and_keys():
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    home = default(StackSettings, "home").relative_to(REPO_ROOT)  # the native stack's data, logs and keys
+    assert {str(home), ".venv", ".git"} <= ignored
+    assert not any(line.startswith("!") for line in ignored)
+    copied = re.findall(r"^COPY (\S+) ", dockerfile(), re.MULTILINE)
+    assert not set(copied) & ignored, set(copied) & ignored
 
 
 # --- ports ---------------------------------------------------------------------------------
@@ -147,6 +329,11 @@ def _fields_by_env_name(settings_class: type[ServiceSettings]) -> dict[str, str]
     return names
 
 
+def revealed(value) -> str:
+    """A setting as the service uses it (a SecretStr's value, not its mask)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
 @pytest.mark.parametrize("service", sorted(service_processes.SERVICES))
 def test_each_service_variable_is_a_settings_field_and_lands_there(service, monkeypatch):
     settings_class = SETTINGS_CLASSES[service]
@@ -163,7 +350,7 @@ def test_each_service_variable_is_a_settings_field_and_lands_there(service, monk
         monkeypatch.setenv(name, value)
     settings = settings_class()
     for name, value in compose_env.items():
-        assert str(getattr(settings, fields[name])) == value, name
+        assert revealed(getattr(settings, fields[name])) == value, name
 
     assert SERVICES[service]["command"] == ["python", "-m", service]  # what saga_cli/services.py runs
     database = {role: db for db, role in SERVICE_DATABASES.items()}[service]
@@ -233,9 +420,20 @@ def test_setup_and_the_services_run_as_the_same_user_so_the_private_keys_are_rea
     # ensure_keys makes folders 0700 and private keys 0600, owned by whoever runs setup
     assert {SERVICES[name].get("build") for name in WITH_KEYS} == {"."}  # one image, one Dockerfile
     assert {SERVICES[name].get("user") for name in WITH_KEYS} == {None}
-    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert len(re.findall(r"^USER\b", dockerfile, re.MULTILINE)) <= 1  # if any, the same for all of them
-    assert not re.search(r"^COPY\s+(\.|\S*\.stack)\s", dockerfile, re.MULTILINE)  # no key of this machine in the image
+    text = dockerfile()
+    users = re.findall(r"^USER\s+(\S+)$", text, re.MULTILINE)
+    assert len(users) == 1 and users[0] not in ("root", "0"), users  # one user for all of them, not root
+    assert text.rstrip().splitlines()[-1] == f"USER {users[0]}"  # after every RUN
+    assert not re.search(r"^COPY\s+(\.|\S*\.stack)\s", text, re.MULTILINE)  # no key of this machine in the image
+
+
+def test_the_image_makes_the_keys_folder_its_users_so_a_new_volume_is_writable():
+    # a new named volume takes the owner and mode of the image's folder it is mounted on
+    user = re.findall(r"^USER\s+(\S+)$", dockerfile(), re.MULTILINE)[0]
+    folder = SERVICES["setup"]["environment"]["SAGA_KEYS_DIR"]
+    made = re.search(rf"install -d -o {re.escape(user)} -g \S+ -m (0\d{{3}}) {re.escape(folder)}\b", dockerfile())
+    assert made and made.group(1) == "0700", f"the Dockerfile makes no {folder} owned by {user}"
+    assert re.search(rf"useradd\b.*\b{re.escape(user)}\b", dockerfile())
 
 
 def test_setup_with_composes_environment_makes_keys_each_service_loads(tmp_path, monkeypatch):
