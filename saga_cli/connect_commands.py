@@ -156,7 +156,11 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document 
 
 @connect_app.command("status")
 def status(names: NamesArgument = None, as_json: JsonFlag = False) -> None:
-    """Each connector's state and its tasks' (worker, first line of a failed one's trace); exit 1 if one FAILED."""
+    """Each connector's state and its tasks' (worker, first line of a failed one's trace); exit 1 if one FAILED.
+
+    Output: a table, or with --json a list of {name, type, state, worker, trace, tasks: [{id, state,
+    worker, trace}]} (trace: the first line of a failed one's, else null). CliError (exit 1) when a
+    connector or task FAILED (after printing), when Connect does not answer, or for an unknown name."""
     connect = _operations()
     wanted = _known(connect, names)
     states = connect.states()
@@ -165,8 +169,10 @@ def status(names: NamesArgument = None, as_json: JsonFlag = False) -> None:
         print_json([state.as_json() for state in found])
     else:
         _print_table(found)
-    if any(state.failed for state in found):
-        raise typer.Exit(1)
+    failed = [state.name for state in found if state.failed]
+    if failed:  # exit 1 for scripts, and the next step for people
+        raise CliError(f"FAILED: {', '.join(failed)}; restart the failed tasks with `saga connect restart "
+                       f"{' '.join(failed)}` (a lost replication slot: `saga stack recover CONNECTOR`)")
 
 
 @connect_app.command("restart")
@@ -176,7 +182,11 @@ def restart(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until each connector and its tasks run.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
-    """Restart failed connectors and tasks (Connect's restart?includeTasks=true&onlyFailed=true); running ones are left alone."""
+    """Restart failed connectors and tasks (Connect's restart?includeTasks=true&onlyFailed=true); running ones are left alone.
+
+    Output: per connector what was restarted and its state, or with --json a list of {name, restarted:
+    ["connector", "task N", …], state}. CliError when Connect refuses, or when a restarted one FAILED
+    again or is not RUNNING within WAIT_S seconds."""
     connect = _operations()
     results = []
     for name in _known(connect, names):
