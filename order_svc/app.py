@@ -1,7 +1,9 @@
 """order_svc's entry point: the consumer of inventory and payment events, and the orders HTTP API.
 
   POST /orders                 place an order (Idempotency-Key honoured) → {"order_id", "status"}
-                               (a body over 64 KiB → 413; anything invalid → 422, shared/service.py)
+                               (a body over 64 KiB → 413; anything invalid → 422, shared/service.py;
+                               past what the system finishes in time → 503 with Retry-After,
+                               order_svc/admission.py)
   GET  /orders?status=all|in_flight|stuck&limit=N
                                the newest N orders (default all, 50; N at most 1000)
   GET  /orders/{id}            the order with its history
@@ -23,10 +25,12 @@ from importlib import resources
 from uuid import UUID
 
 import structlog
+from prometheus_client import Counter, Gauge
 from faust.web import Request, Response, View
 from pydantic import TypeAdapter, ValidationError
 
 from order_svc import handlers, repository
+from order_svc.admission import MEASURE_INTERVAL_S, Admission, Overloaded
 from order_svc.bootstrap import bind_foreign_handlers, bind_handlers
 from order_svc.domain import IdempotencyKey, IdempotencyKeyReused, OrderAlreadyFinal, OrderNotFound, PlaceOrder
 from shared import metrics
@@ -38,6 +42,7 @@ from shared.service import (
     read_json,
     request_value,
     shown,
+    unavailable_response,
     validation_response,
 )
 from shared.settings import OrderSettings
@@ -54,6 +59,12 @@ DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 
 IDEMPOTENCY_KEY = TypeAdapter(IdempotencyKey)
+
+ADMISSION_REFUSED = Counter("saga_admission_refused_total",
+                            "POST /orders answered 503 by admission control (order_svc/admission.py)")
+ADMISSION_LIMIT = Gauge("saga_admission_limit_sagas", "Sagas admission control lets be in flight at once now")
+FINISHING_PER_S = Gauge("saga_sagas_finishing_per_second",
+                        "Sagas that became CONFIRMED or CANCELLED per second, over the admission window")
 
 
 def count_finished_sagas(tx: Transaction) -> None:
@@ -98,6 +109,20 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
         if given_up:
             log.info("orders past their deadline given up", count=given_up)
 
+    admission = Admission(target_s=settings.admission_target_seconds, floor=settings.admission_floor,
+                          enabled=settings.admission_enabled)
+
+    @runtime.app.timer(interval=MEASURE_INTERVAL_S, name="order_svc.admission")
+    async def measure_load() -> None:
+        try:
+            async with (await runtime.uow()).connection() as connection:
+                load = await repository.saga_load(connection, admission.window_s)
+        except Exception:  # the database is away: POST /orders answers 503 for that anyway
+            return
+        admission.observe(load)
+        ADMISSION_LIMIT.set(admission.limit)
+        FINISHING_PER_S.set(load.finishing_per_s)
+
     @runtime.app.page("/orders")
     class Orders(View):
         async def get(self, request: Request) -> Response:
@@ -121,9 +146,13 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                     idempotency_key,
                     deadline_seconds=settings.order_deadline_seconds,
                     traceparent=request.headers.get("traceparent"),
+                    admit=admission.admit,
                 )
             except IdempotencyKeyReused as error:
                 return json_response(self, {"detail": str(error)}, status=409)
+            except Overloaded as overloaded:
+                ADMISSION_REFUSED.inc()
+                return unavailable_response(overloaded.refusal.detail, overloaded.refusal.retry_after_s)
             if placed.created:
                 log.info("order placed", saga_id=str(placed.order_id), customer_id=command.customer_id)
             body = {"order_id": placed.order_id, "status": placed.status}

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from order_svc import domain, repository
+from order_svc.admission import Overloaded, Refusal
 from order_svc.domain import Order, Outcome, OrderNotFound, OrderStatus, PlaceOrder
 from shared.events import (
     InventoryRejected,
@@ -41,16 +42,21 @@ async def place_order(
     *,
     deadline_seconds: float = domain.DEFAULT_DEADLINE_SECONDS,
     traceparent: str | None = None,
+    admit: Callable[[], Refusal | None] | None = None,
 ) -> PlacedOrder:
     """Write a PENDING order, its first history row and ORDER_CREATED in one transaction.
     A request repeating an earlier Idempotency-Key gets that order back (created=False)
-    and writes nothing; the same key with a different order is IdempotencyKeyReused."""
+    and writes nothing; the same key with a different order is IdempotencyKeyReused.
+    `admit` (order_svc/admission.py) is asked only for a new saga, never for a repeated key:
+    Overloaded, with nothing written, when it refuses."""
     order_id = uuid.uuid4()
     async with uow.starting(order_id, traceparent) as tx:
         if idempotency_key is not None:
             earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
             if earlier is not None:
                 return _replayed(earlier, command, idempotency_key)
+        if admit is not None and (refusal := admit()) is not None:
+            raise Overloaded(refusal)
         if not await repository.insert_order(tx.connection, order_id, command, idempotency_key, deadline_seconds,
                                              tx.traceparent):
             # a concurrent request with the same key committed first

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from order_svc.admission import SagaLoad
 from order_svc.domain import Order, OrderStatus, PlaceOrder
 
 _INSERT_ORDER = """
@@ -88,6 +89,13 @@ _RECENT_ORDERS = {
 _SAGA_COUNTS = """
 SELECT count(*) AS in_flight, count(*) FILTER (WHERE deadline_at < now()) AS stuck
 FROM orders WHERE status NOT IN ('CONFIRMED', 'CANCELLED')
+"""
+
+# Admission control's reading (order_svc/admission.py): indexes orders_in_flight and orders_finished.
+_SAGA_LOAD = """
+SELECT (SELECT count(*) FROM orders WHERE status NOT IN ('CONFIRMED', 'CANCELLED')) AS in_flight,
+       (SELECT count(*) FROM orders WHERE status IN ('CONFIRMED', 'CANCELLED')
+               AND updated_at > now() - make_interval(secs => $1)) AS finished
 """
 
 _IS_STUCK = """
@@ -245,6 +253,12 @@ class SagaCounts:
     """Orders not CONFIRMED or CANCELLED."""
     stuck: int
     """Of those, the ones past their deadline."""
+
+
+async def saga_load(connection: asyncpg.Connection, window_s: float) -> SagaLoad:
+    """Sagas in flight now (every instance's), and those that finished over the last `window_s` seconds."""
+    row = await connection.fetchrow(_SAGA_LOAD, window_s)
+    return SagaLoad(in_flight=row["in_flight"], finished=row["finished"], window_s=window_s)
 
 
 async def saga_counts(connection: asyncpg.Connection) -> SagaCounts:

@@ -145,6 +145,14 @@ class OrderSettings(ServiceSettings):
     """Seconds from an order's placing (or adoption) to its deadline: an order not confirmed by
     then is given up by order_svc's timer (CANCELLING, ORDER_CONFIRMATION_FAILED
     deadline_exceeded), whatever step its saga is at."""
+    admission_target_seconds: float = Field(0.5, gt=0, le=30)
+    """Admission control (order_svc/admission.py): POST /orders answers 503 with Retry-After
+    while the sagas in flight exceed what the system finishes in this many seconds at its
+    current rate (Little's law), so an admitted saga's expected time in the system stays under it."""
+    admission_floor: int = Field(32, ge=1)
+    """Sagas always admitted in flight, whatever the rate (a cold or idle system finishes none)."""
+    admission_enabled: bool = True
+    """False admits every order (the load figures are still read for /metrics)."""
 
 
 class InventorySettings(ServiceSettings):

@@ -45,8 +45,10 @@ def free_port() -> int:
 class SecondInstance:
     """Another process of `name` against the stack's database and Kafka, on a port of its own."""
 
-    def __init__(self, name: str, settings) -> None:
+    def __init__(self, name: str, settings, env: dict[str, str] | None = None) -> None:
         self.name, self.settings, self.port = name, settings, free_port()
+        self.env = dict(env or {})
+        """Settings of this instance alone, as environment variables."""
         self.process: subprocess.Popen | None = None
 
     @property
@@ -59,7 +61,8 @@ class SecondInstance:
                f"{prefix}_DATABASE_URL": self.settings.service_dsn(DATABASES[self.name]),
                f"{prefix}_HTTP_PORT": str(self.port),
                "SAGA_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
-               "SAGA_KEYS_DIR": str(self.settings.keys_dir)}
+               "SAGA_KEYS_DIR": str(self.settings.keys_dir),
+               **self.env}
         log = open(self.settings.log_dir / f"{self.name}-{self.port}.log", "ab")
         self.process = subprocess.Popen([sys.executable, "-m", self.name], env=env, stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
