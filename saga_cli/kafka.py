@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+import typer
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
@@ -38,6 +39,17 @@ TOPIC_SERVICES = {
 }
 SAGA_TOPICS = tuple(TOPIC_SERVICES)
 READ_TIMEOUT_S = 30.0
+
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-server",
+        metavar="HOST:PORT[,HOST:PORT…]",
+        help="Kafka to read (default: $SAGA_KAFKA_BOOTSTRAP, else 127.0.0.1:9092).",
+        show_default=False,
+    ),
+]
+"""The option every Kafka-reading command takes, named as Kafka's own tools name it."""
 
 MAX_JSON_BYTES = 1 << 20
 """A record value larger than this (1 MiB, Kafka's default largest message) is not parsed:
@@ -262,7 +274,7 @@ async def read_range(
         remaining = deadline - loop.time()
         if remaining <= 0:
             late = ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(pending))
-            raise CliError(f"Kafka at {kafka_bootstrap()} did not deliver {late} up to its end within {timeout_s:g}s")
+            raise CliError(f"Kafka did not deliver {late} up to its end within {timeout_s:g}s")
         batches = await fetch(consumer, sorted(pending), timeout_ms=int(min(remaining, 1.0) * 1000))
         for partition, records in batches.items():
             events.extend(decode_record(record) for record in records if record.offset < end[partition] and keep(record))
@@ -283,9 +295,10 @@ async def _start_offsets(
 
 
 @asynccontextmanager
-async def kafka_consumer(*topics: str, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
-    """A started consumer without a group (no offsets committed anywhere); one line if Kafka is down."""
-    bootstrap = kafka_bootstrap()
+async def kafka_consumer(*topics: str, bootstrap: str | None = None, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer without a group (no offsets committed anywhere) on `bootstrap` ("host:port[,…]";
+    None: `endpoints.kafka_bootstrap()`); CliError, one line, when Kafka cannot be reached or used."""
+    bootstrap = (bootstrap or "").strip() or kafka_bootstrap()
     # aiokafka logs each failed connection; the CLI says it once, in one line.
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     consumer = AIOKafkaConsumer(

@@ -21,6 +21,7 @@ from rich.text import Text
 from saga_cli.endpoints import ORDER_SVC
 from saga_cli.errors import CliError
 from saga_cli.http_client import ServiceClient
+from saga_cli.kafka import BootstrapOption
 from saga_cli.orders import STATUS_STYLES
 from saga_cli.output import cell, console, one_line, print_json
 from saga_cli.timeline import build_timeline, waiting_for
@@ -37,6 +38,7 @@ def sagas(
         int, typer.Option("--limit", metavar="N", help=f"At most N sagas, newest first (1–{MAX_LIMIT}).")
     ] = DEFAULT_LIMIT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Sagas in flight (orders not CONFIRMED or CANCELLED yet), newest first; --stuck: past their deadline."""
     if stuck and show_all:
@@ -46,7 +48,7 @@ def sagas(
     which = "stuck" if stuck else "all" if show_all else "in_flight"
     found = fetch_sagas(which, limit)
     if stuck:
-        add_waiting_for(found)
+        add_waiting_for(found, bootstrap)
     if as_json:
         print_json(found)
     else:
@@ -61,7 +63,7 @@ def fetch_sagas(which: str, limit: int) -> list[dict[str, Any]]:
     return answer
 
 
-def add_waiting_for(found: list[dict[str, Any]]) -> None:
+def add_waiting_for(found: list[dict[str, Any]], bootstrap: str | None = None) -> None:
     """Give each saga its `waiting_for` (saga_cli/timeline.py), read from its records on the
     topics: which service should answer which event, since when, and a dead letter if it refused.
     When Kafka cannot be read, one line on stderr says so and the sagas are listed without it."""
@@ -69,7 +71,7 @@ def add_waiting_for(found: list[dict[str, Any]]) -> None:
         return
     since = {str(order["order_id"]): _created_ms(order) for order in found}
     try:
-        records = asyncio.run(read_sagas(since))
+        records = asyncio.run(read_sagas(since, bootstrap))
     except CliError as error:  # the list stands without the topics: say why the waits are missing
         print(f"{error.args[0] if error.args else error} (what each saga waits for is left out)", file=sys.stderr)
         return

@@ -1,22 +1,31 @@
-"""`saga tail [TOPIC…]`: live events, one line each with key and headers, until Ctrl-C."""
+"""`saga tail [TOPIC…]`: live events, one line each with key and headers, until Ctrl-C.
+
+`--json` writes one JSON object per line instead (JSON Lines, for `jq`), flushed as each event
+arrives: {"topic", "partition", "offset", "timestamp" (UTC ISO-8601), "timestamp_ms", "key",
+"event_type", "event_id", "headers": {name: last value}, "value"}. "value" is the record's JSON,
+or its text when it is not JSON (saga_cli/kafka.py); nothing is cut.
+"""
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rich.console import Console
 from rich.text import Text
 
 from saga_cli.errors import CliError
 from saga_cli.kafka import (
     SAGA_TOPICS,
+    BootstrapOption,
     KafkaEvent,
     decode_record,
     fetch,
+    iso_time,
     kafka_consumer,
     partition_for_key,
     partitions_by_topic,
@@ -43,6 +52,8 @@ def tail(
     saga: Annotated[str | None, typer.Option("--saga", metavar="ID", help="Only this saga's events (key = order id).")] = None,
     event_type: Annotated[str | None, typer.Option("--type", metavar="EVENT_TYPE", help="Only events of this type.")] = None,
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest retained event.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event and line (JSON Lines, for jq).")] = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Follow events live, one line each with key and headers; Ctrl-C stops."""
     wanted_type = event_type.strip().upper() if event_type else None
@@ -50,22 +61,22 @@ def tail(
     if saga is not None and not saga_id:
         raise CliError("--saga needs an order id")
     try:
-        asyncio.run(_follow(list(topics or []), saga_id, wanted_type, from_beginning))
+        asyncio.run(_follow(list(topics or []), saga_id, wanted_type, from_beginning, as_json, bootstrap))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how tail ends
 
 
-async def _follow(topics: list[str], saga_id: str | None, event_type: str | None, from_beginning: bool) -> None:
-    async with kafka_consumer(auto_offset_reset="earliest" if from_beginning else "latest") as consumer:
+async def _follow(topics: list[str], saga_id: str | None, event_type: str | None, from_beginning: bool,
+                  as_json: bool, bootstrap: str | None) -> None:
+    offset_reset = "earliest" if from_beginning else "latest"
+    async with kafka_consumer(auto_offset_reset=offset_reset, bootstrap=bootstrap) as consumer:
         partitions = _partitions_to_follow(await partitions_by_topic(consumer), topics, saga_id)
         consumer.assign(partitions)
         if from_beginning:
             await consumer.seek_to_beginning(*partitions)
         else:
             await consumer.seek_to_end(*partitions)
-        out = console()
-        out.soft_wrap = True
-        await _print_forever(consumer, out, saga_id, event_type)
+        await _print_forever(consumer, _write_json_line if as_json else _line_printer(), saga_id, event_type)
 
 
 def _partitions_to_follow(
@@ -88,14 +99,16 @@ def _partitions_to_follow(
     return partitions
 
 
-async def _print_forever(consumer: AIOKafkaConsumer, out: Console, saga_id: str | None, event_type: str | None) -> None:
+async def _print_forever(
+    consumer: AIOKafkaConsumer, write: Callable[[KafkaEvent], None], saga_id: str | None, event_type: str | None
+) -> None:
     while True:
         batches = await fetch(consumer, sorted(consumer.assignment()), timeout_ms=POLL_MS)
         records = sorted((record for batch in batches.values() for record in batch), key=lambda r: r.timestamp)
         for record in records:
             event = decode_record(record)
             if is_wanted(event, saga_id, event_type):
-                out.print(format_line(event))
+                write(event)
 
 
 def is_wanted(event: KafkaEvent, saga_id: str | None, event_type: str | None) -> bool:
@@ -119,6 +132,44 @@ def format_line(event: KafkaEvent) -> Text:
         line.append(f" (+{len(shown) - MAX_HEADERS_SHOWN} headers)")
     line.append(f" {_payload(event.value)}", style="dim")
     return line
+
+
+def json_line(event: KafkaEvent) -> str:
+    """`event` as one line of JSON (module doc): no newline inside, whatever the record holds; a
+    lone surrogate from a record's JSON is escaped rather than fail the write."""
+    document = {
+        "topic": event.topic,
+        "partition": event.partition,
+        "offset": event.offset,
+        "timestamp": event.at,
+        "timestamp_ms": event.timestamp_ms,
+        "key": event.key,
+        "event_type": event.event_type,
+        "event_id": event.event_id,
+        "headers": event.headers,
+        "value": event.value,
+    }
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(document, separators=(",", ":"), default=str)
+    return text
+
+
+def _line_printer() -> Callable[[KafkaEvent], None]:
+    out = console()
+    out.soft_wrap = True
+
+    def print_line(event: KafkaEvent) -> None:
+        out.print(format_line(event))
+
+    return print_line
+
+
+def _write_json_line(event: KafkaEvent) -> None:
+    sys.stdout.write(json_line(event) + "\n")
+    sys.stdout.flush()  # a pipe into jq sees each event as it arrives
 
 
 def _payload(value: object) -> str:

@@ -16,7 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from saga_cli.errors import CliError
-from saga_cli.kafka import SAGA_TOPICS, KafkaEvent, iso_time, kafka_consumer, partitions_by_topic, read_key
+from saga_cli.kafka import (
+    SAGA_TOPICS,
+    BootstrapOption,
+    KafkaEvent,
+    iso_time,
+    kafka_consumer,
+    partitions_by_topic,
+    read_key,
+)
 from saga_cli.orders import fetch_order
 from saga_cli.output import cell, console, one_line, print_json
 from saga_cli.parsing import parse_required_text, parse_since
@@ -42,11 +50,12 @@ def trace(
             "Default: the order's creation time, or the beginning.",
         ),
     ] = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """One saga's timeline across all topics: each event, its service, time, hop latency; compensations marked."""
     order_id = parse_required_text(order_id, "ID")
     since_ms = parse_since(since) if since is not None else order_created_ms(order_id)
-    events = asyncio.run(read_saga(order_id, since_ms))
+    events = asyncio.run(read_saga(order_id, since_ms, bootstrap=bootstrap))
     if not events:
         where = f" since {iso_time(since_ms)}" if since_ms is not None else ""
         raise CliError(f"no events for order {order_id} on {', '.join(SAGA_TOPICS)}{where}")
@@ -81,14 +90,18 @@ def order_created_ms(order_id: str) -> int | None:
     return max(int(moment.astimezone().timestamp() * 1000) - START_MARGIN_MS, 0)
 
 
-async def read_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
-    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+async def read_saga(order_id: str, since_ms: int | None, bootstrap: str | None = None) -> list[KafkaEvent]:
+    """The saga's records on every topic since `since_ms` (epoch ms; None: the beginning), read from
+    Kafka at `bootstrap` (None: the default); CliError when Kafka cannot be read."""
+    async with kafka_consumer(auto_offset_reset="earliest", bootstrap=bootstrap) as consumer:
         return await read_key(consumer, order_id, await partitions_by_topic(consumer), since_ms=since_ms)
 
 
-async def read_sagas(since_ms_by_order: dict[str, int | None]) -> dict[str, list[KafkaEvent]]:
+async def read_sagas(
+    since_ms_by_order: dict[str, int | None], bootstrap: str | None = None
+) -> dict[str, list[KafkaEvent]]:
     """Each saga's records (as `read_saga`), read one after another with one consumer."""
-    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+    async with kafka_consumer(auto_offset_reset="earliest", bootstrap=bootstrap) as consumer:
         topics = await partitions_by_topic(consumer)
         return {order_id: await read_key(consumer, order_id, topics, since_ms=since_ms)
                 for order_id, since_ms in since_ms_by_order.items()}

@@ -23,7 +23,7 @@ class FakeTopics:
         self.events = events
         self.asked: list[tuple[str, int | None]] = []
 
-    async def read(self, order_id: str, since_ms: int | None) -> list[KafkaEvent]:
+    async def read(self, order_id: str, since_ms: int | None, bootstrap: str | None = None) -> list[KafkaEvent]:
         self.asked.append((order_id, since_ms))
         return [event for event in self.events if event.key == order_id]
 
