@@ -5,7 +5,9 @@ Kafka, Kafka Connect with Debezium): the session brings it up once (`saga stack
 up` is idempotent) and stops at the end what it started (SAGA_TEST_KEEP_STACK=1
 keeps it running). SAGA_TEST_PG_DSN points the database-only tests at another
 PostgreSQL instead. SAGA_STACK=containers runs them against compose.yaml instead, when a
-Docker engine answers (tests/support/containers.py); the pytest header says which stack.
+Docker engine answers and the `docker compose` plugin is there (tests/support/containers.py);
+the pytest header says which stack. With containers, the tests that need the native stack's
+processes skip saying why, and compose.yaml starts after collection, before the first test.
 """
 from __future__ import annotations
 
@@ -20,10 +22,23 @@ def pytest_report_header(config):
     return containers.report_line()
 
 
+def pytest_collection_modifyitems(config, items):
+    from tests.support import containers
+
+    containers.skip_native_only(items)
+
+
+def pytest_collection_finish(session):
+    from tests.support import containers
+
+    if not session.config.option.collectonly:
+        containers.start_before_tests(session.items)
+
+
 @pytest.fixture(scope="session")
 def stack():
     """The running native stack (saga_cli.stack.testing.RunningStack), or with SAGA_STACK=containers
-    compose.yaml's (tests/support/containers.ComposeStack; skips without a Docker engine)."""
+    compose.yaml's (tests/support/containers.ComposeStack; skips without a Docker engine or compose plugin)."""
     from tests.support import containers
 
     if containers.requested() == containers.CONTAINERS:
