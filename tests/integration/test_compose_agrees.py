@@ -180,13 +180,15 @@ def test_compose_jvms_get_the_native_heaps():
 KAFKA_IMAGE_NOT_PROPERTIES = {"KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
                               "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL",
                               "KAFKA_LOG4J_LOGGERS", "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME"}
+KAFKA_DEFAULTS = {"log.retention.hours": "168"}
+"""What the broker takes for a property no KAFKA_ variable gives (Kafka's own defaults, where compose relies on one)."""
 WHERE_THE_BROKER_RUNS = {"listeners", "advertised.listeners", "listener.security.protocol.map",
                          "controller.quorum.voters", "log.dirs"}
 
 
 def apache_kafka_properties(environment: dict) -> dict[str, str]:
-    """The broker properties Apache Kafka's image writes from a container `environment`."""
-    return {key.replace("KAFKA_", "").lower().replace("_", ".").replace("...", "-").replace("..", "_"): str(value)
+    """The broker properties Apache Kafka's image writes from a container `environment`, over KAFKA_DEFAULTS."""
+    return KAFKA_DEFAULTS | {key.replace("KAFKA_", "").lower().replace("_", ".").replace("...", "-").replace("..", "_"): str(value)
             for key, value in environment.items() if key.startswith("KAFKA_") and key not in KAFKA_IMAGE_NOT_PROPERTIES}
 
 
