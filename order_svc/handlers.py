@@ -50,13 +50,14 @@ async def place_order(
     `admit` (order_svc/admission.py) is asked only for a new saga, never for a repeated key:
     Overloaded, with nothing written, when it refuses."""
     order_id = uuid.uuid4()
+    if idempotency_key is None:
+        _admit(admit)  # before taking a connection: a refusal costs the database nothing
     async with uow.starting(order_id, traceparent) as tx:
         if idempotency_key is not None:
             earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
             if earlier is not None:
                 return _replayed(earlier, command, idempotency_key)
-        if admit is not None and (refusal := admit()) is not None:
-            raise Overloaded(refusal)
+            _admit(admit)
         if not await repository.insert_order(tx.connection, order_id, command, idempotency_key, deadline_seconds,
                                              tx.traceparent):
             # a concurrent request with the same key committed first
@@ -74,6 +75,11 @@ async def place_order(
         )
         await repository.add_history(tx.connection, order_id, OrderStatus.PENDING, None, event_id)
     return PlacedOrder(order_id, OrderStatus.PENDING, created=True)
+
+
+def _admit(admit: Callable[[], Refusal | None] | None) -> None:
+    if admit is not None and (refusal := admit()) is not None:
+        raise Overloaded(refusal)
 
 
 async def adopt_order(event: OrderCreated, tx: Transaction, *,

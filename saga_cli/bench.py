@@ -45,6 +45,8 @@ def bench(
     seed: int = typer.Option(None, "--seed", help="Seed of the order generator (random by default)."),
     drain_timeout: float = typer.Option(60.0, "--drain-timeout", help="Seconds to wait for the last sagas after the load."),
     find_max: bool = typer.Option(False, "--find-max", help="Step the rate up (×--factor) from --rate until it saturates."),
+    overload: bool = typer.Option(False, "--overload", help="--rate is the saturation rate: offer 1×, 1.5× and 2× of it "
+                                                             "for --duration each; goodput, refusals, latency of the admitted."),
     factor: float = typer.Option(1.25, "--factor", help="--find-max: rate multiplier per step."),
     max_steps: int = typer.Option(10, "--max-steps", help="--find-max: most steps."),
     compare: bool = typer.Option(False, "--compare", help="Debezium default/tuned and a polling relay on the same load; "
@@ -61,8 +63,8 @@ def bench(
     """Benchmark the saga: open-loop orders at --rate for --duration s; e2e and per-hop latency, throughput, CPU/RSS, invariants."""
     if rate <= 0 or duration <= 0 or warmup < 0 or drain_timeout <= 0:
         raise CliError("--rate and --duration must be above 0, --warmup 0 or more")
-    if find_max and compare:
-        raise CliError("--find-max and --compare are separate benchmarks: give one of them")
+    if sum((find_max, compare, overload)) > 1:
+        raise CliError("--find-max, --compare and --overload are separate benchmarks: give one of them")
     if find_max and factor <= 1:
         raise CliError("--factor must be above 1")
     from saga_cli.benchmark import suites
@@ -89,6 +91,12 @@ def bench(
         document = {**best.as_json(), "find_max": found.as_json()}
         series = [(f"{s.result.plan.rate:g}/s{'' if s.passed else ' (failed)'}", s.result.e2e_ms()) for s in found.steps]
         title = f"saga e2e latency, find-max: saturation {found.saturation_rate or 0:g} sagas/s"
+    elif overload:
+        table = asyncio.run(suites.overload(settings, plan, progress, settle_below=settle_below))
+        best = table.runs[-1]
+        document = {**best.as_json(), "overload": table.as_json()}
+        series = [(f"{r.plan.rate:g}/s ({r.plan.rate / rate:g}×)", r.e2e_ms()) for r in table.runs]
+        title = f"saga e2e latency of admitted sagas, offered 1×–2× of {rate:g} sagas/s"
     elif compare:
         rows_per_s = transport_rate or round(rate * suites.EVENTS_PER_SAGA)
         comparison = asyncio.run(suites.compare(settings, plan, progress, transport_rate=rows_per_s,
@@ -105,8 +113,12 @@ def bench(
         series = [(f"{rate:g}/s", best.e2e_ms())]
         title = f"saga e2e latency at {rate:g} sagas/s for {duration:g}s"
 
-    latency_png(plot_path, series, title, histogram=highlight)
-    document.update(machine=machine, plot=str(plot_path))
+    try:
+        latency_png(plot_path, series, title, histogram=highlight)
+    except ImportError:  # matplotlib is the `bench` extra: the figures stand without the picture
+        console.print("bench: no plot drawn: matplotlib is not installed (pip install -e '.[bench]')")
+        plot_path = None
+    document.update(machine=machine, plot=str(plot_path) if plot_path else None)
     if as_json:
         print(json.dumps(document))
     else:
@@ -115,7 +127,10 @@ def bench(
             _print_find_max(document["find_max"])
         if compare:
             _print_compare(document["compare"])
-        Console().print(f"plot: {plot_path}")
+        if overload:
+            _print_overload(document["overload"])
+        if plot_path:
+            Console().print(f"plot: {plot_path}")
 
 
 async def _settled_run(settings: StackSettings, plan: Plan, progress: Progress, settle_below: float | None) -> RunResult:
@@ -190,8 +205,11 @@ def _print_run(result: RunResult, doc: dict) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("sagas/s reaching a terminal state", f"{doc['sagas_per_s']:.1f}")
+    table.add_row(f"goodput: sagas/s finished within {doc['goodput_within_ms']:,.0f} ms", f"{doc['goodput_per_s']:.1f}")
+    table.add_row("orders refused (503, admission control)", f"{doc['refused']}")
     table.add_row("measured sagas completed", f"{doc['completed']}/{doc['measured']}"
                   + (f" ({doc['failed']} requests failed)" if doc["failed"] else ""))
+    table.add_row("admitted sagas given up at their deadline", f"{doc['deadline_exceeded']}")
     table.add_row("e2e p50 / p95 / p99 / max (ms)", " / ".join(_ms(e2e[k]) for k in ("p50", "p95", "p99", "max")))
     for kind, label in (("cdc", "CDC hop: outbox commit → Kafka"), ("consume", "consume hop: Kafka → inbox"),
                         ("hop", "whole hop: outbox → inbox")):
@@ -210,6 +228,21 @@ def _print_run(result: RunResult, doc: dict) -> None:
         console.print(f"  {line}")
     for violation in doc["violation_details"][:10]:
         console.print(f"  [red]✗ {violation}[/red]")
+
+
+def _print_overload(table: dict) -> None:
+    out = Table(title=f"overload: offered multiples of {table['saturation_rate']:g} sagas/s, "
+                      f"{table['duration_s']:g}s each")
+    for column in ("offered ×", "offered/s", "admitted/s", "refused/s", "finished/s", "goodput/s",
+                   "goodput % of saturation", "admitted e2e p50 / p99 (ms)", "deadline_exceeded", "violations"):
+        out.add_column(column, justify="right")
+    for row in table["rows"]:
+        out.add_row(f"{row['factor']:g}", f"{row['offered_per_s']:g}", f"{row['admitted_per_s']:.1f}",
+                    f"{row['refused_per_s']:.1f}", f"{row['finished_per_s']:.1f}", f"{row['goodput_per_s']:.1f}",
+                    f"{row['goodput_of_saturation_pct']:.0f}",
+                    " / ".join(_ms(row["e2e_ms"][k]) for k in ("p50", "p99")),
+                    str(row["deadline_exceeded"]), str(row["violations"]))
+    Console().print(out)
 
 
 def _print_find_max(found: dict) -> None:

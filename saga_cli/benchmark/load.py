@@ -4,7 +4,8 @@ The i-th order is due at start + i / rate and is sent at that moment without wai
 for earlier ones (a closed loop would slow down with the system and hide its queueing).
 Each POST /orders is its own task; a late start (the event loop itself behind) is
 counted, never made up by sending faster. Nothing is retried: a failed request is a
-failed order, reported as such.
+failed order, reported as such; an order refused by admission control (503 with
+Retry-After: order_svc/admission.py) is counted apart as refused.
 """
 from __future__ import annotations
 
@@ -40,13 +41,15 @@ class LoadCounters:
     sent: int = 0
     placed: int = 0
     failed: int = 0
+    refused: int = 0
+    """Answered 503: not admitted (admission control, or a dependency down: `errors` has none of these)."""
     late: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     placements: list[Placed] = field(default_factory=list)
 
     @property
     def in_request(self) -> int:
-        return self.sent - self.placed - self.failed
+        return self.sent - self.placed - self.failed - self.refused
 
     def fail(self, reason: str) -> None:
         self.failed += 1
@@ -100,6 +103,9 @@ async def _place(session: aiohttp.ClientSession, url: str, catalog: BenchCatalog
     try:
         async with session.post(url, json=body) as answer:
             document = await answer.json(content_type=None)
+            if answer.status == 503:
+                counters.refused += 1
+                return
             if answer.status != 201:
                 counters.fail(f"HTTP {answer.status}")
                 return

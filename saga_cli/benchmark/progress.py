@@ -41,6 +41,7 @@ class Progress:
         terminal_text = "?" if terminal is None else str(terminal)
         in_flight = "?" if terminal is None else str(max(counters.placed - terminal, 0) + counters.in_request)
         figures = (f"{self._phase:<7} sent {counters.sent} · terminal {terminal_text} · in flight {in_flight}"
+                   + (f" · refused {counters.refused}" if counters.refused else "")
                    + (f" · [red]failed {counters.failed}[/red]" if counters.failed else ""))
         elapsed = min(time.monotonic() - self._started, self._seconds)
         self._progress.update(self._task, completed=elapsed, figures=figures)

@@ -29,6 +29,9 @@ from saga_cli.stack import Stack
 from saga_cli.stack.config import StackSettings
 
 HTTP_TIMEOUT_S = 10.0
+GOODPUT_WITHIN_MS = 1000.0
+"""Goodput counts the sagas that finished within this many milliseconds of being placed (and
+were not given up at their deadline): the overload target for admitted sagas' e2e p99."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,19 @@ class RunResult:
     def completed(self) -> int:
         return sum(1 for i in self.measured if (t := self.timings.get(i)) and t.terminal_at is not None)
 
+    @property
+    def goodput_per_s(self) -> float:
+        """Sagas placed in the measurement window that finished within GOODPUT_WITHIN_MS and were
+        not given up at their deadline, per second of the window."""
+        good = sum(1 for i in self.measured if (t := self.timings.get(i)) is not None and t.e2e_ms is not None
+                   and t.e2e_ms <= GOODPUT_WITHIN_MS and t.reason != "deadline_exceeded")
+        return good / self.plan.duration if self.plan.duration > 0 else 0.0
+
+    @property
+    def deadline_exceeded(self) -> int:
+        """Admitted sagas of the measurement window given up at their deadline."""
+        return sum(1 for i in self.measured if (t := self.timings.get(i)) is not None and t.reason == "deadline_exceeded")
+
     def converging(self) -> tuple[bool, str]:
         """Whether latency stayed level through the window: the p99 of the last third of the measured sagas
         (by creation) is at most 1.5× that of the first third, or within 100 ms of it."""
@@ -108,11 +124,15 @@ class RunResult:
             "sent": self.counters.sent,
             "placed": self.counters.placed,
             "failed": self.counters.failed,
+            "refused": self.counters.refused,
             "errors": self.counters.errors,
             "late_sends": self.counters.late,
             "measured": len(self.measured),
             "completed": self.completed,
             "sagas_per_s": round(self.sagas_per_s, 2),
+            "goodput_per_s": round(self.goodput_per_s, 2),
+            "goodput_within_ms": GOODPUT_WITHIN_MS,
+            "deadline_exceeded": self.deadline_exceeded,
             "all_terminal": self.all_terminal,
             "drain_s": round(self.drained_s, 1),
             "e2e_ms": summary(self.e2e_ms()),

@@ -22,7 +22,7 @@ from saga_cli.benchmark import transport
 from saga_cli.benchmark.connectors import Transports
 from saga_cli.benchmark.progress import Progress
 from saga_cli.benchmark.relay import PollingRelay
-from saga_cli.benchmark.runner import Plan, RunResult, run
+from saga_cli.benchmark.runner import GOODPUT_WITHIN_MS, Plan, RunResult, run
 from saga_cli.stack.config import StackSettings
 
 PASS_THROUGHPUT = 0.97
@@ -94,6 +94,54 @@ async def find_max(settings: StackSettings, plan: Plan, progress: Progress, *, f
             break
         rate *= factor
     return found
+
+
+OVERLOAD_FACTORS = (1.0, 1.5, 2.0)
+"""Offered load as multiples of the saturation rate, for the overload table."""
+
+
+@dataclass
+class Overload:
+    """The overload table: one run per factor of `saturation_rate` (BENCHMARKS.md, "Overload")."""
+
+    saturation_rate: float
+    duration: float
+    runs: list[RunResult] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        rows = []
+        for result in self.runs:
+            doc = result.as_json()
+            measured_s = result.plan.duration
+            rows.append({
+                "factor": round(result.plan.rate / self.saturation_rate, 2),
+                "offered_per_s": result.plan.rate,
+                "admitted_per_s": round(len(result.measured) / measured_s, 2),
+                "refused_per_s": round(result.counters.refused / (result.plan.duration + result.plan.warmup), 2),
+                "finished_per_s": doc["sagas_per_s"],
+                "goodput_per_s": doc["goodput_per_s"],
+                "goodput_of_saturation_pct": round(100 * doc["goodput_per_s"] / self.saturation_rate, 1),
+                "e2e_ms": doc["e2e_ms"],
+                "deadline_exceeded": doc["deadline_exceeded"],
+                "violations": doc["violations"],
+                "failed": doc["failed"],
+            })
+        return {"saturation_rate": self.saturation_rate, "duration_s": self.duration,
+                "goodput_within_ms": GOODPUT_WITHIN_MS, "rows": rows}
+
+
+async def overload(settings: StackSettings, plan: Plan, progress: Progress, *,
+                   factors: tuple[float, ...] = OVERLOAD_FACTORS, settle_below: float | None = None) -> Overload:
+    """Offer `plan.rate` (the saturation rate) times each factor for `plan.duration` seconds."""
+    table = Overload(plan.rate, plan.duration)
+    for factor in factors:
+        await settle(progress, settle_below)
+        rate = round(plan.rate * factor, 1)
+        result = await run(settings, replace(plan, rate=rate, label=f"{factor:g}× saturation"), progress)
+        table.runs.append(result)
+        progress.note(f"{factor:g}× ({rate:g}/s): goodput {result.goodput_per_s:.1f}/s, "
+                      f"refused {result.counters.refused}")
+    return table
 
 
 @dataclass
