@@ -3,7 +3,18 @@
 # a Java 17+ runtime, Maven, and PostgreSQL's server binaries (without a system cluster);
 # and, for the saga board's browser test, Chromium with its WebDriver. That test skips
 # (saying why) without them, so a failed Chromium install only warns.
+#
+#   scripts/system-deps.sh                    the stack's packages and the browser (make test)
+#   scripts/system-deps.sh --without-browser  the stack's packages only (make demo)
 set -euo pipefail
+
+browser=1
+for arg in "$@"; do
+  case "$arg" in
+    --without-browser) browser=0 ;;
+    *) echo "usage: $0 [--without-browser]" >&2; exit 2 ;;
+  esac
+done
 
 need=()
 java_ok() {
@@ -17,8 +28,10 @@ if [ -z "${SAGA_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null
   need+=(postgresql-15)
 fi
 optional=()
-command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || optional+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || optional+=(chromium-driver)
+if [ "$browser" -eq 1 ]; then
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || optional+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || optional+=(chromium-driver)
+fi
 [ ${#need[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
 
 warn_optional() {
