@@ -405,7 +405,7 @@ function onKey(event) {
     const links = [...row.parentElement.querySelectorAll("a.row-link")];
     moveIn(links, row.querySelector("a.row-link"), by);
   } else if (by && !row && target === document.body) {
-    const first = document.querySelector("tbody:not([hidden]) a.row-link");
+    const first = document.querySelector("table:not([hidden]) a.row-link");
     if (first) { event.preventDefault(); first.focus(); }
   }
 }
@@ -426,12 +426,16 @@ async function pollSaga() {
 
 function start() {
   for (const button of document.querySelectorAll("#views button")) button.addEventListener("click", () => setView(button.dataset.view));
-  $("filters").addEventListener("submit", (event) => {
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
+  // Enter in the search box opens the saga typed (a whole id: even one the list does not hold),
+  // or the first one listed (the form has several fields, so no implicit submission)
+  $("search").addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
     event.preventDefault();
     const typed = $("search").value.trim().toLowerCase();
     if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(typed)) { open(typed); return; }
-    const first = document.querySelector("tbody:not([hidden]) tr[data-order-id] a.row-link");
-    if (first) first.click();
+    const first = document.querySelector("table:not([hidden]) tbody tr[data-order-id] a.row-link");
+    if (first) { open(first.closest("tr").getAttribute("data-order-id")); first.focus(); }
   });
   $("filters").addEventListener("reset", () => setTimeout(() => { state.listKey = ""; refreshList().catch(showProblem); }));
   for (const id of ["search", "customer", "since", "until", "reason"]) {

@@ -39,6 +39,8 @@ class FollowState:
     problem: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     caught_up_after_s: float | None = None
+    skipped: int = 0
+    """Records that `SagaIndex.add` failed on (a bug: it should take any record)."""
 
 
 async def follow(index: SagaIndex, state: FollowState) -> None:
@@ -67,14 +69,19 @@ async def _follow_once(index: SagaIndex, state: FollowState) -> None:
         for partition, offset in start.items():
             consumer.seek(partition, offset)
         behind = {partition for partition in partitions if start[partition] < end[partition]}
-        state.problem = None
+        state.problem = None  # connected again
         missing = [topic for topic in SAGA_TOPICS if not topics.get(topic)]
         checked = time.monotonic()
         while True:
             batches = await fetch(consumer, partitions, timeout_ms=FETCH_WAIT_MS)
             for partition, records in batches.items():
                 for record in records:
-                    index.add(decode_record(record))
+                    try:
+                        index.add(decode_record(record))
+                    except Exception as error:  # a bug must not stop the board on one record: count it, go on
+                        state.skipped += 1
+                        state.problem = f"a record the board could not take ({partition.topic}[{partition.partition}]" \
+                                        f"@{record.offset}): {type(error).__name__}: {error}"
                 state.positions[(partition.topic, partition.partition)] = records[-1].offset + 1
             for partition in list(behind):
                 if state.positions.get((partition.topic, partition.partition), 0) >= end[partition]:

@@ -187,7 +187,8 @@ def _overview(app: web.Application, now_ms: int) -> dict[str, Any]:
         "counts": index.counts(now_ms, _stuck_after_ms(app)),
         "stuck_after_s": app[SETTINGS_KEY]["stuck_after_s"],
         "follow": {"since_ms": index.since_ms, "records": index.records, "caught_up": state.caught_up,
-                   "caught_up_after_s": state.caught_up_after_s, "problem": state.problem},
+                   "caught_up_after_s": state.caught_up_after_s, "problem": state.problem,
+                   "skipped": state.skipped},
         "now_ms": now_ms,
     }
 
