@@ -8,10 +8,10 @@ the door keeps the queue short: what is admitted finishes fast, what is refused 
 when to come back (503 with Retry-After), and nothing admitted is ever shed.
 
 The rule is Little's law, L = λ·W, on two figures order_svc reads from its own database
-every `MEASURE_INTERVAL_S` (`repository.saga_load`): L, the sagas in flight (placed, not yet
-CONFIRMED or CANCELLED, every instance's), and λ, the sagas that finished over the last
-`window` seconds, per second — the rate this machine is finishing sagas at right now. A new
-saga is admitted while
+every `MEASURE_INTERVAL_S` (`repository.saga_load`): L, the sagas in flight (placed in the last
+`recent_s` seconds and not yet CONFIRMED or CANCELLED, every instance's), and λ, the sagas that
+finished over the last `window_s` seconds, per second — the rate this machine is finishing
+sagas at right now. A new saga is admitted while
 
     in flight  <  max(floor, λ × target)
 
@@ -23,6 +23,11 @@ sagas are refused rather than left to run into their deadline.
 
 Between two readings, each admission counts as one more saga in flight, so a burst cannot
 overshoot the limit by more than one reading's worth.
+
+A saga placed more than `recent_s` seconds ago and still in flight is not load: an admitted
+saga finishes in about `target` seconds, so one that old waits on something that is down (it
+ends at its deadline), and its events take no capacity meanwhile. Left in L, a few such sagas
+would hold the door shut for everyone until their deadline.
 """
 from __future__ import annotations
 
@@ -34,6 +39,10 @@ __all__ = ["Admission", "SagaLoad", "Refusal", "Overloaded", "MEASURE_INTERVAL_S
 
 MEASURE_INTERVAL_S = 0.25
 """Seconds between two readings of the sagas in flight and finished (two indexed counts)."""
+
+RECENT_S = 10.0
+"""Sagas placed longer ago than this are not counted in flight (the module's last note): many
+times what an admitted saga takes, a third of the deadline."""
 
 RETRY_AFTER_RANGE_S = (1, 30)
 """Retry-After is at least 1 s (HTTP's unit) and at most the saga deadline's 30 s."""
@@ -81,14 +90,17 @@ class Admission:
 
     `target_s`: the expected seconds a saga may spend in the system (L/λ), > 0.
     `floor`: sagas always admitted in flight, ≥ 1. `window_s`: seconds over which λ is read.
+    `recent_s`: only sagas placed this recently count as in flight (see the module's note).
     `enabled` False admits everything (the measurement still runs, for /metrics)."""
 
-    def __init__(self, *, target_s: float, floor: int, window_s: float = 2.0, enabled: bool = True) -> None:
-        if target_s <= 0 or floor < 1 or window_s <= 0:
-            raise ValueError("target_s and window_s must be positive and floor at least 1")
+    def __init__(self, *, target_s: float, floor: int, window_s: float = 2.0, recent_s: float = RECENT_S,
+                 enabled: bool = True) -> None:
+        if target_s <= 0 or floor < 1 or window_s <= 0 or recent_s <= 0:
+            raise ValueError("target_s, window_s and recent_s must be positive and floor at least 1")
         self.target_s = target_s
         self.floor = floor
         self.window_s = window_s
+        self.recent_s = recent_s
         self.enabled = enabled
         self.load: SagaLoad | None = None
         self._admitted_since_reading = 0

@@ -116,7 +116,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     async def measure_load() -> None:
         try:
             async with (await runtime.uow()).connection() as connection:
-                load = await repository.saga_load(connection, admission.window_s)
+                load = await repository.saga_load(connection, admission.window_s, admission.recent_s)
         except Exception:  # the database is away: POST /orders answers 503 for that anyway
             return
         admission.observe(load)

@@ -93,7 +93,8 @@ FROM orders WHERE status NOT IN ('CONFIRMED', 'CANCELLED')
 
 # Admission control's reading (order_svc/admission.py): indexes orders_in_flight and orders_finished.
 _SAGA_LOAD = """
-SELECT (SELECT count(*) FROM orders WHERE status NOT IN ('CONFIRMED', 'CANCELLED')) AS in_flight,
+SELECT (SELECT count(*) FROM orders WHERE status NOT IN ('CONFIRMED', 'CANCELLED')
+               AND created_at > now() - make_interval(secs => $2)) AS in_flight,
        (SELECT count(*) FROM orders WHERE status IN ('CONFIRMED', 'CANCELLED')
                AND updated_at > now() - make_interval(secs => $1)) AS finished
 """
@@ -255,9 +256,10 @@ class SagaCounts:
     """Of those, the ones past their deadline."""
 
 
-async def saga_load(connection: asyncpg.Connection, window_s: float) -> SagaLoad:
-    """Sagas in flight now (every instance's), and those that finished over the last `window_s` seconds."""
-    row = await connection.fetchrow(_SAGA_LOAD, window_s)
+async def saga_load(connection: asyncpg.Connection, window_s: float, recent_s: float) -> SagaLoad:
+    """Sagas in flight now that were placed in the last `recent_s` seconds (every instance's), and
+    those that finished over the last `window_s` seconds."""
+    row = await connection.fetchrow(_SAGA_LOAD, window_s, recent_s)
     return SagaLoad(in_flight=row["in_flight"], finished=row["finished"], window_s=window_s)
 
 

@@ -65,7 +65,7 @@ def test_overloaded_carries_its_refusal_and_says_it_in_one_line():
 
 
 @pytest.mark.parametrize("options", [dict(target_s=0, floor=1), dict(target_s=1, floor=0),
-                                     dict(target_s=1, floor=1, window_s=0)])
+                                     dict(target_s=1, floor=1, window_s=0), dict(target_s=1, floor=1, recent_s=0)])
 def test_nonsense_settings_are_refused(options):
     with pytest.raises(ValueError):
         Admission(**options)
