@@ -5,7 +5,7 @@
 const POLL_MS = 1000;
 const LIMIT = 100;
 const LANE_NAMES = { order_svc: "orders", inventory_svc: "inventory", payment_svc: "payments", other: "not a service" };
-const MARK_SIGNS = { compensation: "↺", outcome: "★", dead_letter: "✕", foreign: "⚑", duplicate: "⧉" };
+const MARK_SIGNS = { compensation: "↺", outcome: "★", dead_letter: "✕", foreign: "⚑", duplicate: "❐" };
 const MARK_WORDS = { compensation: "compensation", outcome: "outcome", dead_letter: "dead letter", foreign: "from outside", duplicate: "duplicate" };
 
 const state = { view: "all", selected: null, listKey: "", sagaKey: "", lastSaga: null, focusedSeq: null };
@@ -35,11 +35,23 @@ function duration(ms) {
   if (ms < 172800000) return `${Math.round(ms / 3600000)} h`;
   return `${Math.round(ms / 86400000)} d`;
 }
+function clockShort(ms) {
+  if (ms === null || ms === undefined || Number.isNaN(ms)) return "—";
+  const at = new Date(ms);
+  const time = at.toLocaleTimeString([], { hour12: false });
+  return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString()} ${time}`;
+}
 function clock(ms) {
   if (ms === null || ms === undefined) return "—";
   const at = new Date(ms);
   const time = at.toLocaleTimeString([], { hour12: false }) + "." + String(at.getMilliseconds()).padStart(3, "0");
   return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString()} ${time}`;
+}
+// an event type may break after its underscores, never inside a word
+function breakable(name) {
+  const parts = [];
+  name.split("_").forEach((part, index) => { if (index) parts.push("_", el("wbr")); parts.push(part); });
+  return parts;
 }
 function short(id) { return id ? id.slice(0, 8) : "—"; }
 
@@ -101,7 +113,7 @@ function statusCell(saga) {
   if (saga.dead_letters) cell.append(el("span", { class: "flag dead_letter", title: "dead letters of this saga" }, `✕ ${saga.dead_letters}`));
   if (saga.reason) cell.append(el("div", { class: "reason" }, saga.reason));
   for (const wait of saga.waiting_for || []) {
-    cell.append(el("span", { class: "flag waits" }, `⏳ waits for ${wait.service}: ${wait.events.join(" or ")}`));
+    cell.append(el("span", { class: "flag waits", title: `after ${wait.after}, since ${wait.since}` }, `◷ waits for ${wait.service}: ${wait.events.join(" or ")}`));
   }
   return cell;
 }
@@ -109,13 +121,13 @@ function statusCell(saga) {
 function sagaRow(saga) {
   const row = el("tr", { "data-order-id": saga.order_id, "data-status": saga.status, "data-stuck": saga.stuck ? "yes" : "no",
                          class: saga.order_id === state.selected ? "selected" : "" },
-    el("td", { class: "num" }, clock(saga.started_ms)),
-    el("td", { class: "mono" }, el("a", { href: `#saga=${saga.order_id}`, title: saga.order_id, class: "row-link" }, short(saga.order_id))),
+    el("td", { class: "mono" }, el("a", { href: `#saga=${saga.order_id}`, title: saga.order_id, class: "row-link" }, short(saga.order_id)),
+       el("div", { class: "reason", title: clock(saga.started_ms) }, clockShort(saga.started_ms))),
     statusCell(saga),
     el("td", { class: "customer", title: saga.customer_id || "" }, saga.customer_id || "—",
        saga.amount ? el("div", { class: "reason" }, `${saga.amount} ${saga.currency || ""}`) : null),
-    el("td", { class: "num" }, duration(saga.age_ms)),
-    el("td", { class: "num" }, saga.duration_ms === null ? "…" : duration(saga.duration_ms)));
+    el("td", { class: "num", title: "age: since it started · took: first event to outcome" }, duration(saga.age_ms),
+       el("div", { class: "reason" }, saga.duration_ms === null ? "running" : `took ${duration(saga.duration_ms)}`)));
   row.addEventListener("click", (event) => { if (event.target.tagName !== "A") open(saga.order_id); });
   return row;
 }
@@ -126,7 +138,7 @@ function letterRow(letter) {
     : el("span", { class: "muted", title: "its key is no order id" }, letter.key ? `key ${letter.key.slice(0, 24)}` : "no key");
   const row = el("tr", { "data-dead-letter-id": letter.id, "data-order-id": letter.saga_id || "",
                          class: letter.saga_id && letter.saga_id === state.selected ? "selected" : "" },
-    el("td", { class: "num" }, clock(Date.parse(letter.at))),
+    el("td", { class: "num", title: letter.at }, clockShort(Date.parse(letter.at))),
     el("td", { class: "mono" }, saga),
     el("td", {}, letter.consumer || "?"),
     el("td", { class: "error" }, el("strong", {}, letter.event_type || "a record"), ` from ${letter.topic}[${letter.partition}]@${letter.offset}`,
@@ -148,7 +160,8 @@ function renderList(answer) {
   const body = document.querySelector(letters ? "#letters tbody" : "#sagas tbody");
   body.replaceChildren(...rows.map(letters ? letterRow : sagaRow));
   $("list-title").firstChild.textContent = letters ? "Dead letters " : "Sagas ";
-  $("list-note").textContent = rows.length === answer.limit ? `(the newest ${rows.length})` : `(${rows.length})`;
+  $("list-note").textContent = (rows.length === answer.limit ? `(the newest ${rows.length})` : `(${rows.length})`)
+    + (answer.follow.caught_up ? "" : " — still reading the topics: in flight and stuck are not final yet");
   $("empty").hidden = rows.length > 0;
   $("empty").textContent = letters ? "No dead letters match." : "No saga matches.";
   if (focusedId) {
@@ -176,14 +189,16 @@ function stepCard(step, lanes) {
   },
     el("div", { class: "title" },
       el("span", { class: "seq" }, `#${step.seq}`),
-      el("span", { class: "type" }, sign ? `${sign} ${step.event_type}` : step.event_type),
-      ...step.marks.map((mark) => el("span", { class: `badge ${mark}`, title: MARK_WORDS[mark] }, `${MARK_SIGNS[mark]} ${MARK_WORDS[mark]}`))),
+      el("span", { class: "type" }, sign ? `${sign} ` : "", ...breakable(step.event_type))),
+    step.marks.length ? el("div", { class: "badges" },
+      ...step.marks.map((mark) => el("span", { class: `badge ${mark}`, title: MARK_WORDS[mark] }, `${MARK_SIGNS[mark]} ${MARK_WORDS[mark]}`))) : null,
     step.detail ? el("p", { class: "detail" }, step.detail) : null,
     el("p", { class: "meta muted" },
       `+${duration(step.since_start_ms)}`,
       step.cause_seq !== null
         ? el("span", {}, ` · hop ${duration(step.hop_ms)} · caused by `,
-             el("a", { href: `#step-${step.cause_seq}`, class: "cause", "data-seq": step.cause_seq }, `#${step.cause_seq} ${step.caused_by || ""}`))
+             el("a", { href: `#step-${step.cause_seq}`, class: "cause", "data-seq": step.cause_seq,
+                       title: `#${step.cause_seq} ${step.caused_by || ""}` }, `#${step.cause_seq}`))
         : (step.event_type === "ORDER_CREATED" ? " · starts the saga" : " · no cause on the topics")));
   card.style.gridColumn = String(lanes.indexOf(step.lane) + 2);
   return card;
@@ -192,7 +207,7 @@ function stepCard(step, lanes) {
 function waitingCard(wait, lanes, row) {
   const card = el("article", { class: "waiting-card", tabindex: "0", "data-lane": wait.lane, "data-after-seq": wait.after_seq || "",
                                "data-events": wait.events.join(" "), id: `waiting-${wait.lane}` },
-    el("strong", {}, `⏳ waiting for ${wait.lane}`), el("br"),
+    el("strong", {}, `◷ waiting for ${wait.lane}`), el("br"),
     `${wait.events.join(" or ")}`, el("br"),
     el("span", {}, `after #${wait.after_seq || "?"} ${wait.after}, since ${clock(Date.parse(wait.since))} (${duration(wait.waited_ms)})`),
     wait.dead_letter ? el("div", { class: "detail" }, `✕ refused: ${wait.dead_letter}`) : null);
@@ -204,7 +219,7 @@ function waitingCard(wait, lanes, row) {
 function renderSaga(saga) {
   const lanes = saga.lanes;
   const grid = el("div", { class: "lanes", id: "lanes", "data-lanes": lanes.join(" ") });
-  grid.style.gridTemplateColumns = `4.6rem repeat(${lanes.length}, minmax(0, 1fr))`;
+  grid.style.gridTemplateColumns = `3.9rem repeat(${lanes.length}, minmax(0, 1fr))`;
   const rows = saga.steps.length + saga.waiting.length + 1;
   lanes.forEach((lane, index) => {
     const band = el("div", { class: "lane-band", "aria-hidden": "true" });
@@ -253,7 +268,7 @@ function renderSaga(saga) {
     el("dt", {}, "events"), el("dd", {}, `${saga.steps.length} in ${duration(saga.duration_ms)}`));
   const waits = saga.waiting.length
     ? el("p", { class: "flag waits", id: "saga-waiting" }, ...saga.waiting.map((wait) =>
-        `⏳ waiting for ${wait.lane}: ${wait.events.join(" or ")} after ${wait.after}, for ${duration(wait.waited_ms)}. `))
+        `◷ waiting for ${wait.lane}: ${wait.events.join(" or ")} after ${wait.after}, for ${duration(wait.waited_ms)}. `))
     : null;
   $("saga-title").textContent = `Saga ${short(saga.order_id)}`;
   $("saga-hint").hidden = true;

@@ -32,7 +32,7 @@ MARKS = {
     "outcome": "★ outcome: the order service ended the saga (CONFIRMED or CANCELLED)",
     "dead_letter": "✕ dead letter: this service refused an event of the saga",
     "foreign": "⚑ from outside: not signed by a service (published by someone else)",
-    "duplicate": "⧉ duplicate: the same event delivered again (at-least-once)",
+    "duplicate": "❐ duplicate: the same event delivered again (at-least-once)",
 }
 """Each mark an event may carry, and what the legend says of it."""
 DETAIL_CHARS = 200
