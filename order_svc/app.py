@@ -10,7 +10,7 @@
   GET  /orders/{id}/timeline   the order and what its database saw: events consumed and
                                emitted, status changes (the saga board's detail view)
   POST /orders/{id}/cancel     the customer's cancellation
-  GET  /board                  the saga board: recent sagas and their timelines (read-only)
+  GET  /board                  where the saga board is: `saga board` serves it (saga_cli/board/)
 
 Deadlines: every DEADLINE_INTERVAL_S a timer gives up the orders in flight past their deadline
 (CANCELLING, ORDER_CONFIRMATION_FAILED deadline_exceeded; handlers.expire_overdue_orders).

@@ -5,8 +5,8 @@
 It starts a private Kafka broker of its own (KRaft, the stack's jars, a temporary folder,
 listening on 127.0.0.1 only), so the running stack's topics and services never see a record of
 it; writes `--sagas` synthetic sagas to its four topics — the flows of SPEC §4 in the load's mix
-(85 % happy, 5 % out of stock, 8 % declined, 2 % cancelled after payment), a few dozen left in
-flight and 1 % with a dead letter, each record with the key and headers the services' events
+(85 % happy, 5 % out of stock, 8 % declined, 2 % cancelled after payment), one in 750 left in
+flight (stuck) and 1 % with a dead letter, each record with the key and headers the services' events
 carry, timestamps spread over the last hour — then serves the board against it, in this process,
 and measures:
 
@@ -51,8 +51,9 @@ MAX_SAGAS = 200_000
 HOST = "127.0.0.1"
 SPREAD_MS = 3_600_000
 """The sagas' start times are spread over this long before now (an hour)."""
-IN_FLIGHT = 40
-"""The newest sagas left in flight (ORDER_CREATED and INVENTORY_RESERVED only): stuck ones."""
+IN_FLIGHT_EVERY = 750
+"""One saga in this many is left in flight (ORDER_CREATED and INVENTORY_RESERVED only): stuck,
+as they all started more than the order deadline ago."""
 MIX = (("happy", 0.85), ("stock_short", 0.05), ("declined", 0.08), ("cancelled_after_payment", 0.02))
 FLOWS = {
     "happy": [("events.order", "ORDER_CREATED"), ("events.inventory", "INVENTORY_RESERVED"),
@@ -165,8 +166,8 @@ async def write_sagas(bootstrap: str, count: int) -> tuple[int, dict[str, Any]]:
         pending = []
         for number in range(count):
             order_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            start_ms = now_ms - SPREAD_MS + (SPREAD_MS * number) // count
-            in_flight = number >= count - IN_FLIGHT
+            start_ms = now_ms - SPREAD_MS + (SPREAD_MS * number) // count - 60_000
+            in_flight = number % IN_FLIGHT_EVERY == IN_FLIGHT_EVERY - 1
             flow = rng.choices(flows, weights)[0]
             records = list(saga_records(order_id, flow, f"bench-{rng.randrange(CUSTOMERS)}", start_ms, rng, in_flight))
             if rng.random() < 0.01:

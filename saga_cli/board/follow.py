@@ -6,8 +6,8 @@ runs; `state` says how far it is (caught up with the end offsets seen at start, 
 what went wrong last. When Kafka goes away it says so in `state.problem`, waits, and goes on
 from where it stopped.
 
-`read_one_saga(order_id, since_ms)` is `saga trace`'s read: the key's partition of each topic,
-from a time, up to the end offsets seen when it started.
+`read_one_saga(order_id, since_ms, until_ms)` is `saga trace`'s read — the key's partition of
+each topic, from a time — bounded by a time too when the saga has ended.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from aiokafka import TopicPartition
 
 from saga_cli.board.index import SagaIndex
 from saga_cli.errors import CliError
-from saga_cli.kafka import SAGA_TOPICS, KafkaEvent, decode_record, fetch, kafka_consumer, partitions_by_topic
-from saga_cli.trace import read_saga
+from saga_cli.kafka import (
+    SAGA_TOPICS, KafkaEvent, decode_record, fetch, kafka_consumer, partition_for_key, partitions_by_topic, read_range,
+)
 
 RETRY_S = 2.0
 """Seconds between two attempts to reach Kafka again after it failed."""
@@ -112,8 +113,28 @@ async def _start_offsets(consumer, partitions: list[TopicPartition], since_ms: i
     return start
 
 
-async def read_one_saga(order_id: str, since_ms: int | None) -> list[KafkaEvent]:
-    """Every record of the saga `order_id` on the four topics from `since_ms` (epoch ms; None: the
-    beginning of each partition), up to the end offsets as they were when the read began. Raises
-    CliError (one line) when Kafka is not reachable or does not deliver within its timeout."""
-    return await read_saga(order_id, since_ms)
+async def read_one_saga(order_id: str, since_ms: int | None, until_ms: int | None = None) -> list[KafkaEvent]:
+    """Every record of the saga `order_id` on the four topics: in the key's partition of each, from
+    the first record at or after `since_ms` (epoch ms; None: the beginning) up to the first at or
+    after `until_ms` (None: the end offsets as they were when the read began). A saga the index
+    has seen end is read between its first and last record (with margins), so opening an old
+    saga does not read everything published since. Raises CliError (one line) when Kafka is not
+    reachable or does not deliver within its timeout."""
+    key = order_id.encode()
+    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+        topics = await partitions_by_topic(consumer)
+        partitions = [TopicPartition(topic, sorted(topics[topic])[partition_for_key(key, len(topics[topic]))])
+                      for topic in SAGA_TOPICS if topics.get(topic)]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        end = await consumer.end_offsets(partitions)
+        if since_ms is None:
+            start = await consumer.beginning_offsets(partitions)
+        else:
+            start = {p: end[p] if found is None else found.offset
+                     for p, found in (await consumer.offsets_for_times({p: since_ms for p in partitions})).items()}
+        if until_ms is not None:
+            found = await consumer.offsets_for_times({p: until_ms for p in partitions})
+            end = {p: end[p] if found.get(p) is None else min(end[p], found[p].offset) for p in partitions}
+        return await read_range(consumer, start, end, keep=lambda record: record.key == key)

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from saga_cli.board.follow import FollowState, follow, read_one_saga
-from saga_cli.board.index import MAX_LIMIT, STATUSES, Query, SagaIndex, letter_as_json, sagas_as_json
+from saga_cli.board.index import IN_FLIGHT, MAX_LIMIT, STATUSES, Query, SagaIndex, letter_as_json, sagas_as_json
 from saga_cli.board.lanes import MARKS, saga_board
 from saga_cli.endpoints import ORDER_SVC
 from saga_cli.errors import CliError
@@ -37,6 +37,9 @@ from saga_cli.parsing import parse_since
 from saga_cli.trace import START_MARGIN_MS, order_created_ms
 
 DEFAULT_LIMIT = 100
+END_MARGIN_MS = 5_000
+"""An ended saga is read up to this long after its last record the index saw (record timestamps in
+a partition are not strictly in offset order)."""
 DEFAULT_STUCK_AFTER_S = 30.0
 """order_svc's default order deadline (ORDER_SVC_ORDER_DEADLINE_SECONDS), used when it cannot be asked."""
 DEADLINE_REFRESH_S = 60.0
@@ -152,12 +155,15 @@ async def _saga(request: web.Request) -> web.Response:
     except ValueError:
         return _unprocessable(f"not an order id: {raw[:80]!r} (order ids are UUIDs)")
     known = request.app[INDEX_KEY].saga(order_id)
+    until_ms = None
     if known is not None:
         since_ms = max(known.started_ms - START_MARGIN_MS, 0)
+        if known.status != IN_FLIGHT:  # ended: nothing of it after its last record (a later one moves last_ms)
+            until_ms = known.last_ms + END_MARGIN_MS
     else:  # older than the index, or not a saga at all: when order_svc says it began, else the beginning
         since_ms = await asyncio.to_thread(order_created_ms, order_id)
     try:
-        events = await read_one_saga(order_id, since_ms)
+        events = await read_one_saga(order_id, since_ms, until_ms)
     except CliError as error:
         return web.json_response({"detail": str(error)}, status=503, headers={"Retry-After": "2"})
     if not events:
