@@ -55,7 +55,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
+    "--window-size=1400,1100",
 )
 APPEARS_WITHIN = 20.0
 """The page polls every second; a saga's last event may trail its order's final state."""
@@ -420,3 +420,35 @@ async def test_a_stuck_saga_shows_what_it_waits_for_and_then_how_it_ended(board,
     assert browser.find_element(By.ID, "saga-outcome").get_attribute("data-outcome") == "CONFIRMED"
     wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, row), "the saga gone from the stuck view")
     no_page_errors(browser)
+
+
+async def test_the_board_serves_everything_itself_on_loopback_only(board):
+    """No asset from elsewhere (a strict Content-Security-Policy, same-origin script and style), no
+    answer to a page of another origin (Host check), bad filters a one-line 422."""
+    import re
+
+    page = httpx.get(f"{board}/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert sorted(re.findall(r'(?:src|href)="([^"#]+)"', page.text)) == ["/board.css", "/board.js", "data:,"]
+    for asset, kind in (("board.js", "text/javascript"), ("board.css", "text/css")):
+        answer = httpx.get(f"{board}/{asset}", timeout=10)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith(kind)
+        assert set(re.findall(r"https?://[^\s\"'`)]+", answer.text)) <= {"http://www.w3.org/2000/svg"}  # a name, not a fetch
+    rebound = httpx.get(f"{board}/api/sagas", headers={"Host": "attacker.example:80"}, timeout=10)
+    assert rebound.status_code == 403
+    for query in ("status=finished", "limit=0", "limit=5000", "since=yesterday"):
+        answer = httpx.get(f"{board}/api/sagas?{query}", timeout=10)
+        assert answer.status_code == 422 and "\n" not in answer.json()["detail"], (query, answer.text)
+    assert httpx.get(f"{board}/api/sagas/not-an-id", timeout=10).status_code == 422
+    assert httpx.get(f"{board}/api/sagas/{uuid.uuid4()}", timeout=30).status_code == 404
+
+
+async def test_order_svc_board_says_where_the_saga_board_is(services):
+    from saga_cli.board.command import DEFAULT_PORT
+    from tests.support.saga import SERVICE_URLS
+
+    answer = httpx.get(f"{SERVICE_URLS['order_svc'].url}/board", timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    assert f'href="http://127.0.0.1:{DEFAULT_PORT}/"' in answer.text
+    assert "<code>saga board</code>" in answer.text
