@@ -8,6 +8,12 @@ missing or malformed never stops processing: the hop simply starts a new trace.
 Format (version 00): ``00-<trace-id: 32 hex>-<parent-id: 16 hex>-<flags: 2 hex>``,
 lower case; all-zero ids and version ``ff`` are invalid. Higher versions are parsed
 by their first four fields, as the W3C spec asks, and re-emitted as version 00.
+
+`tracestate` (vendor entries, ``key=value`` list) travels with it, unchanged from hop to hop:
+`TraceHeaders` is the pair. A tracestate that is not a valid list is dropped, and so is any
+tracestate whose traceparent is missing or malformed (a new trace starts with none).
+
+This module is the wire format only; recording spans is shared/telemetry.py's business.
 """
 from __future__ import annotations
 
@@ -17,6 +23,11 @@ from dataclasses import dataclass
 
 _HEADER = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _SAMPLED = "01"
+_TRACESTATE_KEY = r"(?:[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}|[a-z][a-z0-9_\-*/]{0,255})"
+_TRACESTATE_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+_TRACESTATE_MEMBER = re.compile(rf"({_TRACESTATE_KEY})=({_TRACESTATE_VALUE})")
+TRACESTATE_MAX_MEMBERS = 32
+TRACESTATE_MAX_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -83,3 +94,54 @@ def _new_span_id() -> str:
     while (value := secrets.token_hex(8)) == "0" * 16:
         pass
     return value
+
+
+@dataclass(frozen=True)
+class TraceHeaders:
+    """The W3C trace context as it travels in headers and outbox columns: a `traceparent` (may be
+    empty or malformed when it came from outside) and a `tracestate` ("" when none)."""
+
+    traceparent: str
+    tracestate: str = ""
+
+    @classmethod
+    def received(cls, traceparent: str | bytes | None, tracestate: str | bytes | None) -> TraceHeaders:
+        """The context of an incoming record or request: both values as text (invalid bytes
+        replaced), a missing one as ""."""
+        return cls(_text(traceparent), _text(tracestate))
+
+    def child(self) -> TraceHeaders:
+        """What an event emitted while handling this context carries when no span is recorded:
+        a child traceparent (a new trace when this one is missing or malformed) and the same
+        tracestate, cleaned by `valid_tracestate`; none with a new trace."""
+        parent = parse_traceparent(self.traceparent)
+        if parent is None:
+            return TraceHeaders(new_traceparent())
+        return TraceHeaders(parent.child().header, valid_tracestate(self.tracestate))
+
+
+def valid_tracestate(value: str | bytes | None) -> str:
+    """`value` as a tracestate to pass on: its list members (``key=value``, W3C syntax) joined
+    by ``,`` with the blanks around them removed; "" when it is absent, not ASCII, longer than
+    TRACESTATE_MAX_CHARS, has more than TRACESTATE_MAX_MEMBERS members, a member that is not
+    ``key=value`` or a key twice (the W3C spec lets a receiver drop a header it cannot parse)."""
+    text = _text(value)
+    if not text or len(text) > TRACESTATE_MAX_CHARS or not text.isascii():
+        return ""
+    members, keys = [], set()
+    for member in text.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        match = _TRACESTATE_MEMBER.fullmatch(member)
+        if match is None or match.group(1) in keys:
+            return ""
+        keys.add(match.group(1))
+        members.append(member)
+    return ",".join(members) if len(members) <= TRACESTATE_MAX_MEMBERS else ""
+
+
+def _text(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""
