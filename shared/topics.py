@@ -44,4 +44,5 @@ class Header:
     SAGA_ID: Final = "sagaId"  # = order id
     CAUSATION_ID: Final = "causationId"  # id of the event that caused this one; "" for ORDER_CREATED
     TRACEPARENT: Final = "traceparent"  # W3C trace context
+    TRACESTATE: Final = "tracestate"  # W3C trace context: vendor entries that go with traceparent
     SIGNATURE: Final = "signature"  # the emitter's signature (shared/auth.py)

@@ -18,7 +18,10 @@ Invariants:
     event's aggregate type, aggregate_id = saga_id = the order id, the JSON payload,
     causation_id = the handled event's id ('' when a saga starts), and a traceparent
     that is a child of the incoming one (a new trace when a saga starts or the
-    incoming header is malformed). Emitting an event of another saga is refused.
+    incoming header is malformed) with the incoming tracestate. With tracing on
+    (shared/telemetry.py) each transaction is a span, and each row's traceparent is
+    the context of a recorded producer span under it. Emitting an event of another
+    saga is refused.
   * Isolation is READ COMMITTED: handlers take the row locks they need (SELECT ... FOR
     UPDATE in a fixed order, or conditional UPDATEs) instead of relying on SERIALIZABLE,
     so a conflict waits rather than aborts. Failures worth retrying (serialization
@@ -40,7 +43,9 @@ import asyncpg
 from shared.auth import KeyRing
 from shared.errors import TransientError
 from shared.events import Event, encode_event
-from shared.tracing import child_traceparent, new_traceparent
+from shared import telemetry
+from shared.topics import topic_for
+from shared.tracing import TraceHeaders
 
 __all__ = [
     "Envelope", "Transaction", "UnitOfWork", "TransientError", "Handler", "create_pool", "write_outbox",
@@ -96,24 +101,31 @@ RETURNING event_id
 """
 
 _INSERT_OUTBOX = """
-INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, saga_id, causation_id, traceparent, signature)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)
+INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, saga_id, causation_id, traceparent, signature,
+                    tracestate)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)
 """
 
 
 @dataclass(frozen=True)
 class Envelope:
     """An incoming event as a consumer sees it: the event id (the message's `id`
-    header), the decoded event, and the message's traceparent header (may be None or
-    malformed). The saga id is the event's order id."""
+    header), the decoded event, and the trace context its handling continues: the
+    message's traceparent and tracestate headers (may be None or malformed), or with
+    tracing on the consumer span's (shared/consumer.py). The saga id is the event's order id."""
 
     event_id: uuid.UUID
     event: Event
     traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def saga_id(self) -> str:
         return str(self.event.order_id)
+
+    @property
+    def trace(self) -> TraceHeaders:
+        return TraceHeaders.received(self.traceparent, self.tracestate)
 
 
 @dataclass
@@ -124,11 +136,14 @@ class Transaction:
     saga_id: str
     causation_id: str
     traceparent: str
-    """The traceparent every event emitted in this transaction carries."""
+    """The trace context every event emitted in this transaction descends from (with tracing
+    on, each event's own producer span is a child of it); a handler may set it."""
     duplicate: bool = False
     """True when the handled event was already processed: do nothing."""
     keys: KeyRing | None = None
     """Signs each emitted event (shared/auth.py); None signs nothing, and consumers refuse it."""
+    tracestate: str = ""
+    """The tracestate that goes with `traceparent`."""
     emitted: list[tuple[uuid.UUID, Event]] = field(default_factory=list)
     """(event id, event) of each emitted event, in order."""
 
@@ -143,13 +158,17 @@ class Transaction:
             raise RuntimeError("a duplicate delivery must not emit events")
         if str(event.order_id) != self.saga_id:
             raise ValueError(f"{event.event_type} of order {event.order_id} emitted in saga {self.saga_id}")
+        trace = telemetry.created(TraceHeaders(self.traceparent, self.tracestate),
+                                  topic=topic_for(event.aggregate_type), event_type=event.event_type,
+                                  saga_id=self.saga_id)
         row = outbox_row(
             aggregate_type=event.aggregate_type,
             event_type=event.event_type,
             payload=encode_event(event),
             saga_id=self.saga_id,
             causation_id=self.causation_id,
-            traceparent=self.traceparent,
+            traceparent=trace.traceparent,
+            tracestate=trace.tracestate,
             keys=self.keys,
         )
         self.outbox.append(row)
@@ -159,7 +178,9 @@ class Transaction:
     async def flush(self) -> None:
         """Write the outbox rows emitted so far (one pipelined statement) and forget them."""
         rows, self.outbox = self.outbox, []
-        await write_outbox_rows(self.connection, rows)
+        if rows:
+            with telemetry.step("outbox write", attributes={"saga.outbox.rows": len(rows)}):
+                await write_outbox_rows(self.connection, rows)
 
 
 async def write_outbox_rows(connection: asyncpg.Connection, rows: Sequence[tuple]) -> None:
@@ -179,9 +200,11 @@ def outbox_row(
     causation_id: str,
     traceparent: str,
     keys: KeyRing | None = None,
+    tracestate: str = "",
 ) -> tuple:
     """One outbox row's values in `_INSERT_OUTBOX`'s order, under a new event id (its first
-    value), signed with `keys` (shared/auth.py; unsigned without).
+    value), signed with `keys` (shared/auth.py; unsigned without). `tracestate` is not signed,
+    as `traceparent` is not: both are the trace's, not the event's.
 
     OutboxRowTooLarge when the payload's JSON is over OUTBOX_PAYLOAD_LIMIT bytes; ValueError
     when it holds an empty array or object (the router would drop it)."""
@@ -194,7 +217,8 @@ def outbox_row(
         )
     signature = keys.sign(event_id=str(event_id), event_type=event_type, saga_id=saga_id,
                           causation_id=causation_id, payload=payload) if keys is not None else ""
-    return (event_id, aggregate_type, saga_id, event_type, document, saga_id, causation_id, traceparent, signature)
+    return (event_id, aggregate_type, saga_id, event_type, document, saga_id, causation_id, traceparent, signature,
+            tracestate)
 
 
 async def write_outbox(
@@ -275,35 +299,43 @@ class UnitOfWork:
     async def processing(self, envelope: Envelope) -> AsyncIterator[Transaction]:
         """A transaction handling `envelope`, its inbox row already written; the events emitted
         in it are written to the outbox on clean exit, before the commit."""
-        async with self.bare_transaction() as connection:
+        async with telemetry.span(f"handle {envelope.event.event_type}", envelope.trace,
+                                  attributes=_span_attributes(envelope)) as trace, \
+                self.bare_transaction() as connection:
             inserted = await connection.fetchval(
                 _INSERT_INBOX, self.consumer, envelope.event_id, envelope.event.event_type, envelope.saga_id
             )
-            tx = self._transaction(connection, envelope, duplicate=inserted is None)
+            tx = self._transaction(connection, envelope, trace, duplicate=inserted is None)
             yield tx
             await tx.flush()
 
     @asynccontextmanager
     async def starting(self, saga_id: str | uuid.UUID, traceparent: str | None = None) -> AsyncIterator[Transaction]:
         """A transaction started by a request rather than an event: no inbox row, empty
-        causation id, and a new trace (or a child of the caller's valid `traceparent`)."""
-        async with self.bare_transaction() as connection:
+        causation id, and a new trace (or a child of the caller's valid `traceparent`; with
+        tracing on, a child of the current span, the request's, if there is one)."""
+        parent = telemetry.current() or TraceHeaders.received(traceparent, None)
+        async with telemetry.span("start saga", parent, attributes={"saga.id": str(saga_id)}) as trace, \
+                self.bare_transaction() as connection:
             tx = Transaction(
                 connection=connection,
                 saga_id=str(saga_id),
                 causation_id="",
-                traceparent=child_traceparent(traceparent) if traceparent else new_traceparent(),
+                traceparent=trace.traceparent,
+                tracestate=trace.tracestate,
                 keys=self.keys,
             )
             yield tx
             await tx.flush()
 
-    def _transaction(self, connection: asyncpg.Connection, envelope: Envelope, *, duplicate: bool) -> Transaction:
+    def _transaction(self, connection: asyncpg.Connection, envelope: Envelope, trace: TraceHeaders, *,
+                     duplicate: bool) -> Transaction:
         return Transaction(
             connection=connection,
             saga_id=envelope.saga_id,
             causation_id=str(envelope.event_id),
-            traceparent=child_traceparent(envelope.traceparent),
+            traceparent=trace.traceparent,
+            tracestate=trace.tracestate,
             duplicate=duplicate,
             keys=self.keys,
         )
@@ -339,7 +371,9 @@ class UnitOfWork:
         results: list[Transaction | None] = [None] * len(batch)
         if not work:
             return results
-        async with self.bare_transaction() as connection:
+        async with telemetry.batch("group commit", [envelope.trace for _, envelope, _ in work],
+                                   attributes={"saga.batch.size": len(work)}) as batch_trace, \
+                self.bare_transaction() as connection:
             rows = await connection.fetch(
                 _INSERT_INBOX_MANY, self.consumer,
                 [envelope.event_id for _, envelope, _ in work],
@@ -349,14 +383,19 @@ class UnitOfWork:
             first_delivery = {row[0] for row in rows}
             outbox: list[tuple] = []
             for index, envelope, handler in work:
-                tx = self._transaction(connection, envelope, duplicate=envelope.event_id not in first_delivery)
-                first_delivery.discard(envelope.event_id)
-                if not tx.duplicate:
-                    await handler(envelope.event, tx)
-                    outbox.extend(tx.outbox)
-                    tx.outbox = []
+                with telemetry.span(f"handle {envelope.event.event_type}", envelope.trace,
+                                    attributes=_span_attributes(envelope), links=[batch_trace]) as trace:
+                    tx = self._transaction(connection, envelope, trace,
+                                           duplicate=envelope.event_id not in first_delivery)
+                    first_delivery.discard(envelope.event_id)
+                    if not tx.duplicate:
+                        await handler(envelope.event, tx)
+                        outbox.extend(tx.outbox)
+                        tx.outbox = []
                 results[index] = tx
-            await write_outbox_rows(connection, outbox)
+            if outbox:
+                with telemetry.step("outbox write", attributes={"saga.outbox.rows": len(outbox)}):
+                    await write_outbox_rows(connection, outbox)
         return results
 
     @asynccontextmanager
@@ -390,6 +429,11 @@ class UnitOfWork:
                     raise TransientError(_describe(error)) from error
         except _TRANSIENT as error:
             raise TransientError(_describe(error)) from error
+
+
+def _span_attributes(envelope: Envelope) -> dict[str, str]:
+    return {"saga.id": envelope.saga_id, "saga.event_type": envelope.event.event_type,
+            "messaging.message.id": str(envelope.event_id)}
 
 
 def _lost(connection: asyncpg.Connection) -> bool:

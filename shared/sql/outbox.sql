@@ -4,7 +4,8 @@
 --   transaction as the business rows. Debezium's EventRouter reads committed
 --   INSERTs from the WAL (the publication carries inserts only) and publishes
 --   each to events.<aggregate_type>, key = aggregate_id (the order id), value =
---   payload, headers id / eventType / sagaId / causationId / traceparent.
+--   payload, headers id / eventType / sagaId / causationId / traceparent / signature /
+--   tracestate.
 --   Rows stay for a retention window (inspectable, and the source of the
 --   "committed" time of the CDC hop), then are purged (shared/retention.py);
 --   purges never stream.
@@ -26,6 +27,9 @@ CREATE INDEX IF NOT EXISTS outbox_created_at ON outbox (created_at);
 -- signature: the emitting service's Ed25519 signature of the event (shared/auth.py),
 --   published as the `signature` header; consumers act only on events their owner signed.
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS signature text NOT NULL DEFAULT '';
+-- tracestate: the W3C tracestate that goes with traceparent ('' for none; shared/tracing.py),
+--   published as the `tracestate` header.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS tracestate text NOT NULL DEFAULT '';
 
 CREATE TABLE IF NOT EXISTS inbox (
     consumer     text        NOT NULL,
