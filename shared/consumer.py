@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared import dead_letter, metrics
+from shared import dead_letter, metrics, telemetry
 from shared.auth import OWNERS, KeyRing, Unauthenticated
 from shared.errors import DomainError, EventDecodeError, TransientError
 from shared.events import EVENT_TYPES, OrderCreated, decode_event
@@ -196,11 +197,17 @@ class EventConsumer:
             raise
         return (envelope, self.handlers) if type(event) in self.handlers else "ignored"
 
+    def ignores(self, message: IncomingMessage) -> bool:
+        """Whether `message` is, by its eventType header, an event of a type this consumer has no
+        handler for (another service's business): `handle` counts it ignored and does nothing."""
+        event_type = message.headers.get(Header.EVENT_TYPE, "")
+        return event_type in EVENT_TYPES and event_type not in self.handled_types
+
     async def handle(self, message: IncomingMessage) -> str:
         """Process `message` to a durable outcome and return it: handled, duplicate, ignored,
         foreign or dead_lettered."""
         event_type = message.headers.get(Header.EVENT_TYPE, "")
-        if event_type in EVENT_TYPES and event_type not in self.handled_types:
+        if self.ignores(message):
             return self._count(event_type, "ignored")  # another service's business
         started = time.perf_counter()
         label = event_type if event_type in EVENT_TYPES else "unknown"
@@ -217,6 +224,9 @@ class EventConsumer:
             return self._count(label, admitted)
         envelope, handlers = admitted
         event_type = envelope.event.event_type
+        if (consumer_span := telemetry.current()) is not None:  # its transaction continues the consumer span
+            envelope = dataclasses.replace(envelope, traceparent=consumer_span.traceparent,
+                                           tracestate=consumer_span.tracestate)
 
         attempt = 0
         batched = self.group_commit is not None
@@ -367,7 +377,8 @@ def decode_message(message: IncomingMessage) -> Envelope:
     if header_type and header_type != event.event_type:
         raise EventDecodeError(f"header eventType {preview(header_type, 80)!r} contradicts payload "
                                f"event_type {event.event_type}")
-    return Envelope(event_id=event_id, event=event, traceparent=message.headers.get(Header.TRACEPARENT))
+    return Envelope(event_id=event_id, event=event, traceparent=message.headers.get(Header.TRACEPARENT),
+                    tracestate=message.headers.get(Header.TRACESTATE))
 
 
 FOREIGN_STARTS: frozenset[type] = frozenset({OrderCreated})

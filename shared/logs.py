@@ -13,7 +13,9 @@ Every JSON line has `timestamp` (UTC, ISO-8601), `level`, `logger`, `service` an
 `message`, plus whatever is bound with `structlog.contextvars` at the time: while a
 message is handled (shared/service.py) that is `saga_id`, `event_id`, `causation_id`,
 `event_type`, `trace_id` (from the message's traceparent), `topic`, `partition` and
-`offset`; the line closing each message adds `outcome` and `duration_ms`.
+`offset`; the line closing each message adds `outcome` and `duration_ms`. With tracing on
+(shared/telemetry.py), a line written inside a span carries that span's `trace_id` and
+`span_id` instead (the consumer span's, a transaction's, an HTTP request's).
 
 A logged exception is a field, not text: `exception` is a list with one object per exception
 in the chain (the one logged first, then what caused it, `is_cause`), each `{"exc_type", "exc_value", "is_cause", "frames": [{"filename",
@@ -29,6 +31,7 @@ from typing import IO, Any
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
+from shared import telemetry
 from shared.safe_text import preview
 from shared.topics import Header
 from shared.tracing import trace_id_of
@@ -36,7 +39,7 @@ from shared.tracing import trace_id_of
 OUR_LOGGERS = ("shared", "order_svc", "inventory_svc", "payment_svc")
 
 _FIRST_KEYS = ("timestamp", "level", "service", "logger", "message", "saga_id", "event_type", "outcome",
-               "duration_ms", "event_id", "causation_id", "trace_id")
+               "duration_ms", "event_id", "causation_id", "trace_id", "span_id")
 
 
 def configure(service: str, stream: IO[str] | None = None, level: int = logging.INFO) -> None:
@@ -109,11 +112,19 @@ def _before_render(service: str) -> list[Any]:
 
     return [
         structlog.contextvars.merge_contextvars,
+        _add_span_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         add_service,
     ]
+
+
+def _add_span_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The current span's trace_id and span_id, over the ones bound from a message's header."""
+    if (ids := telemetry.log_ids()) is not None:
+        event["trace_id"], event["span_id"] = ids
+    return event
 
 
 def _readable_order(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:

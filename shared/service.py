@@ -21,7 +21,8 @@ And two timers: the retention purge of old outbox, inbox and heartbeat rows
 database's replication slot for /metrics (shared/replication.py, every 5 s).
 
 Each consumed message gets one JSON log line (shared/logs.py) with its saga, event and
-trace ids, its outcome and duration. `on_committed`, if given, is called with every
+trace ids, its outcome and duration. With tracing on (shared/telemetry.py, `configure` in
+`main`), each HTTP request but the probes and each message handled is a span. `on_committed`, if given, is called with every
 transaction that handled an event, after it committed (never for a duplicate): the
 place for effects that must not run unless the handling is durable, e.g. counters.
 """
@@ -49,7 +50,7 @@ from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 from pydantic import TypeAdapter, ValidationError
 
-from shared import logs, metrics, replication, retention
+from shared import logs, metrics, replication, retention, telemetry
 from shared.auth import KeyRing
 from shared.consumer import EventConsumer, IncomingMessage
 from shared.group_commit import GroupCommit
@@ -156,6 +157,7 @@ class ServiceRuntime:
             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         )
         self.app.boot_strategy = _Boot(self.app, extra=[self.stream])
+        self.app.web.web_app.middlewares.append(telemetry.trace_requests)
         self.app.web.web_app.middlewares.append(answer_unavailable)
         self._add_common_views()
         self._add_maintenance_timers()
@@ -216,8 +218,10 @@ class ServiceRuntime:
             return
         try:
             message = IncomingMessage.from_record(record)
-            with structlog.contextvars.bound_contextvars(**logs.message_context(message)):
+            with structlog.contextvars.bound_contextvars(**logs.message_context(message)), \
+                    telemetry.consuming(message, self.name, traced=not self._consumer.ignores(message)) as span:
                 outcome = await self._consumer.handle(message)
+                span.set_attribute("saga.outcome", outcome)
                 duration_ms = round((time.perf_counter() - started) * 1000, 3)
                 level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
                 events_log.log(level, "message handled", outcome=outcome, duration_ms=duration_ms)
@@ -364,6 +368,7 @@ class ServiceRuntime:
 
         logs.configure(self.name)
         self.app.conf.logging_config = logs.logging_config(self.name)  # faust's worker sets logging up again
+        telemetry.configure(self.name)  # spans only when OTEL_* configures an exporter
         try:
             self.keys  # read now: a service that cannot sign or verify says so and does not start
         except (OSError, ValueError) as error:
