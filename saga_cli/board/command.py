@@ -55,8 +55,8 @@ async def serve(port: int, since_ms: int | None, stuck_after_s: float | None) ->
         loop.add_signal_handler(signum, stop.set)
     runner: web.AppRunner | None = None
     try:
-        # bind first, so that the app knows its port (a Host check needs it)
-        site_port = port or _free_port()
+        site_port = port or _free_port()  # known before the app is made: its Host check needs it
+        _check_free(site_port)  # before the app starts following Kafka, so a busy port stops nothing half-started
         runner = web.AppRunner(create_app(since_ms, stuck_after_s, site_port), access_log=None)
         await runner.setup()
         try:
@@ -69,6 +69,18 @@ async def serve(port: int, since_ms: int | None, stuck_after_s: float | None) ->
         if runner is not None:
             await runner.cleanup()
     print("saga board stopped", file=sys.stderr)
+
+
+def _check_free(port: int) -> None:
+    """CliError (one line) when 127.0.0.1:`port` cannot be listened on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((HOST, port))
+        except OSError as error:
+            raise CliError(f"cannot serve the board on {HOST}:{port}: {error.strerror or error}") from None
 
 
 def _free_port() -> int:

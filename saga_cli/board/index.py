@@ -83,9 +83,11 @@ class SagaSummary:
         }
 
     def is_stuck(self, now_ms: int, stuck_after_ms: int) -> bool:
+        """In flight for more than `stuck_after_ms` at `now_ms` (both ms)."""
         return self.status == IN_FLIGHT and now_ms - self.started_ms > stuck_after_ms
 
     def waiting(self) -> list[Waiting]:
+        """What it waits for (saga_cli/timeline.waiting_for of its records); [] once it ended."""
         return waiting_for(build_timeline(self.pending or ()))
 
 
@@ -166,6 +168,7 @@ class SagaIndex:
 
     # --- questions ----------------------------------------------------------------------------
     def saga(self, order_id: str) -> SagaSummary | None:
+        """The saga with this order id (canonical UUID text), None when no record of it was read."""
         return self.by_id.get(order_id)
 
     def sagas(self, query: Query, now_ms: int, stuck_after_ms: int) -> list[SagaSummary]:
@@ -215,6 +218,7 @@ class SagaIndex:
                 "dead_letters": len(self.letters)}
 
     def known_reasons(self) -> list[str]:
+        """Every root cause of a cancelled saga seen, sorted (the page's reason filter)."""
         return sorted(self.reasons)
 
 
@@ -260,4 +264,5 @@ def _epoch_ms(iso: str) -> int | None:
 
 
 def sagas_as_json(sagas: Iterable[SagaSummary], now_ms: int, stuck_after_ms: int) -> list[dict[str, Any]]:
+    """Each saga's list row (SagaSummary.as_json)."""
     return [saga.as_json(now_ms, stuck_after_ms) for saga in sagas]
