@@ -84,8 +84,9 @@ async def _follow_once(index: SagaIndex, state: FollowState) -> None:
                         state.problem = f"a record the board could not take ({partition.topic}[{partition.partition}]" \
                                         f"@{record.offset}): {type(error).__name__}: {error}"
                 state.positions[(partition.topic, partition.partition)] = records[-1].offset + 1
-            for partition in list(behind):
-                if state.positions.get((partition.topic, partition.partition), 0) >= end[partition]:
+            for partition in list(behind):  # the position, not the last record: a transaction marker has an offset too
+                if await consumer.position(partition) >= end[partition]:
+                    state.positions[(partition.topic, partition.partition)] = await consumer.position(partition)
                     behind.discard(partition)
             if not behind and not state.caught_up:
                 state.caught_up = True

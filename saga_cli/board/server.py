@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -91,8 +92,6 @@ async def _background(app: web.Application):
 async def _learn_deadline(settings: dict) -> None:
     """Keep settings["stuck_after_s"] at order_svc's order deadline: deadline_at − created_at of
     its newest order (GET /orders?limit=1), asked every DEADLINE_REFRESH_S."""
-    from datetime import datetime
-
     while True:
         try:
             newest = await asyncio.to_thread(ServiceClient(ORDER_SVC).get, "/orders?status=all&limit=1")
