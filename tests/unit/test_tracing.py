@@ -66,3 +66,31 @@ def test_a_future_version_is_read_by_its_first_four_fields():
     future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-whatever"
     assert trace_id_of(future) == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert child_traceparent(future).startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+
+
+# --- tracestate: carried with the traceparent, dropped when it cannot be parsed ------------------
+from shared.tracing import TraceHeaders, valid_tracestate  # noqa: E402
+
+
+@pytest.mark.parametrize("value, kept", [
+    ("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+    (" rojo=1 ,\tcongo=2 ,", "rojo=1,congo=2"),
+    (b"tenant@vendor=x", "tenant@vendor=x"),
+    (None, ""), ("", ""),
+    ("rojo=1,rojo=2", ""),  # a key twice
+    ("Rojo=1", ""),  # keys are lower case
+    ("rojo", ""), ("rojo=a,b", ""), ("rojo=a=b", ""),
+    ("k=" + "v" * 600, ""),  # over 512 characters
+    (",".join(f"k{n}=v" for n in range(33)), ""),  # over 32 members
+    ("rojo=caf\u00e9", ""),
+])
+def test_a_tracestate_is_kept_only_when_it_is_a_valid_list(value, kept):
+    assert valid_tracestate(value) == kept
+
+
+def test_a_hop_without_spans_keeps_the_tracestate_of_a_valid_traceparent_only():
+    child = TraceHeaders(VALID, "rojo=1").child()
+    assert trace_id_of(child.traceparent) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert child.tracestate == "rojo=1"
+    restarted = TraceHeaders("garbage", "rojo=1").child()
+    assert parse_traceparent(restarted.traceparent) is not None and restarted.tracestate == ""
