@@ -1,8 +1,9 @@
 """inventory_svc: reserve stock for new orders or reject them, release it (C1) or sell it.
 
-Each handler locks the order, loads its reservation row, lets `domain` decide, then
-records: the reservation row, the order's units moved between the stock columns exactly as
-the reservation's status moved them (`Reservation.units_in`), and the event. A row already
+Each handler runs under the order's lock (the unit of work takes it first), loads its
+reservation row, lets `domain` decide, then records: the reservation row, the order's units
+moved between the stock columns exactly as the reservation's status moved them
+(`Reservation.units_in`), and the event. A row already
 decided turns every later or repeated event into a no-op, whatever its age (SPEC I8).
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ async def commit_stock(event: OrderConfirmed, tx: Transaction) -> None:
 
 
 async def _locked(tx: Transaction, order_id: uuid.UUID) -> Reservation | None:
-    await repository.lock_saga(tx.connection, order_id)
+    """The order's reservation row, read under the order's lock (shared/uow.py took it)."""
     return await repository.reservation(tx.connection, order_id)
 
 

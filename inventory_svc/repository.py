@@ -1,7 +1,7 @@
 """inventory_svc's SQL. Every function takes the connection of the caller's transaction.
 
-Lock order, everywhere: the order's lock first (`lock_saga`, held until the transaction
-ends), then stock rows in SKU order — so concurrent reservations, releases and commits wait
+Lock order, everywhere: the order's lock first (the saga lock the unit of work takes before a
+handler runs, shared/uow.py, held until the transaction ends), then stock rows in SKU order — so concurrent reservations, releases and commits wait
 for each other but never deadlock, and two deliveries of one order's events never decide
 side by side.
 """
@@ -16,13 +16,6 @@ import asyncpg
 
 from inventory_svc.domain import Reservation, ReservationStatus, StockColumn
 from shared.events import OrderItem
-
-SAGA_LOCK_CLASS = 7_400_512
-"""The first key of the order locks (pg_advisory_xact_lock(int, int)); the second is the order
-id's hash. Two-key advisory locks never meet the one-key lock of shared/migrations.py, and two
-orders sharing a hash only wait for each other."""
-
-_LOCK_SAGA = """SELECT pg_advisory_xact_lock($1, hashtext($2::text))"""
 
 _LOCK_STOCK = """
 SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE
@@ -72,15 +65,9 @@ async def lock_stock(connection: asyncpg.Connection, skus: Iterable[str]) -> dic
     return {row["sku"]: row["available"] for row in rows}
 
 
-async def lock_saga(connection: asyncpg.Connection, order_id: UUID) -> None:
-    """Take the order's lock (a transaction-scoped advisory lock, waited for if another
-    transaction holds it). Every decision about the order's reservation is taken under it."""
-    await connection.execute(_LOCK_SAGA, SAGA_LOCK_CLASS, str(order_id))
-
-
 async def reservation(connection: asyncpg.Connection, order_id: UUID) -> Reservation | None:
     """The order's reservation row, or None if inventory_svc has decided nothing for it yet.
-    Read it under `lock_saga` to act on it."""
+    Read it under the order's lock (a handler's transaction holds it) to act on it."""
     row = await connection.fetchrow(_RESERVATION, order_id)
     if row is None:
         return None

@@ -12,8 +12,8 @@ payment_svc charged it: the reservation that comes later is declined with the vo
 so the stock goes back (SPEC §4.5). Whichever of the two events arrives first, the outcome
 is the same money: nothing held. Every other event meeting a row is a fact already decided
 (a redelivery, or an order given up after its charge was declined) and changes nothing. The
-handlers decide under one lock per order (payment_svc/repository.py, `lock_saga`), so a
-charge and a void of one order never interleave.
+handlers decide under one lock per order (the saga lock of shared/uow.py), so a charge and
+a void of one order never interleave.
 
 A charge is checked in this order, the first failing rule naming the decline:
   1. the customer has an account            else UnknownCustomer   (unknown_customer)

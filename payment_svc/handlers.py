@@ -1,8 +1,9 @@
 """payment_svc: charge reserved orders, refund or void those given up (C3, SPEC §4.5).
 
-Each handler locks the order (one lock per order for every decision: a charge and a void
-never interleave), loads its payment row, lets `domain` decide, then records: the payment
-row, the account moved by exactly what the payment's holding moved, and the event.
+Each handler runs under the order's lock (the unit of work takes it first: one lock per order
+for every decision, so a charge and a void never interleave), loads its payment row, lets
+`domain` decide, then records: the payment row, the account moved by exactly what the
+payment's holding moved, and the event.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ async def refund_or_void(event: OrderConfirmationFailed, tx: Transaction) -> Non
 
 
 async def _locked(tx: Transaction, order_id: uuid.UUID) -> Payment | None:
-    await repository.lock_saga(tx.connection, order_id)
+    """The order's payment row, read under the order's lock (shared/uow.py took it)."""
     return await repository.payment(tx.connection, order_id)
 
 

@@ -1,9 +1,9 @@
 """payment_svc's SQL. Every function takes the connection of the caller's transaction.
 
-Lock order, everywhere: the order's lock first (`lock_saga`, held until the transaction
-ends), then the account row. A transaction handles one order, so two never wait on each
-other in a cycle; and every decision about one order — charge, refund, void — is taken
-under that order's lock, whichever event reached payment_svc first.
+Lock order, everywhere: the order's lock first (the saga lock the unit of work takes before
+a handler runs, shared/uow.py, held until the transaction ends), then the account row. Every
+decision about one order — charge, refund, void — is taken under that order's lock,
+whichever event reached payment_svc first.
 """
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ from uuid import UUID
 import asyncpg
 
 from payment_svc.domain import Account, Payment, PaymentStatus, UnknownCustomer
-
-SAGA_LOCK_CLASS = 7_400_511
-"""The first key of the order locks (pg_advisory_xact_lock(int, int)); the second is the order
-id's hash. Two-key advisory locks never meet the one-key lock of shared/migrations.py, and two
-orders sharing a hash only wait for each other."""
-
-_LOCK_SAGA = """SELECT pg_advisory_xact_lock($1, hashtext($2::text))"""
 
 _LOCK_ACCOUNT = """
 SELECT customer_id, balance, currency FROM accounts WHERE customer_id = $1 FOR UPDATE
@@ -73,15 +66,9 @@ async def add_to_balance(connection: asyncpg.Connection, customer_id: str, delta
         raise UnknownCustomer(f"customer {customer_id} has no account")
 
 
-async def lock_saga(connection: asyncpg.Connection, order_id: UUID) -> None:
-    """Take the order's lock (a transaction-scoped advisory lock, waited for if another
-    transaction holds it). Every decision about the order's payment is taken under it."""
-    await connection.execute(_LOCK_SAGA, SAGA_LOCK_CLASS, str(order_id))
-
-
 async def payment(connection: asyncpg.Connection, order_id: UUID) -> Payment | None:
     """The order's payment row, or None if payment_svc has decided nothing for it yet.
-    Read it under `lock_saga` to act on it."""
+    Read it under the order's lock (a handler's transaction holds it) to act on it."""
     row = await connection.fetchrow(_PAYMENT, order_id)
     if row is None:
         return None

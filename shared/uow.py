@@ -10,10 +10,13 @@
 Invariants:
   * Everything inside one block — the inbox row, the business rows, the outbox rows —
     commits together on clean exit and rolls back together on any exception.
-  * `processing` inserts the inbox row (consumer, event id) first. If the event was
-    already handled by this consumer, `tx.duplicate` is True, the handler must not
+  * `processing` takes the saga's lock (a transaction-scoped advisory lock on the saga
+    id, SAGA_LOCK_CLASS) and inserts the inbox row (consumer, event id) first, in one
+    statement. Every handler decides under its saga's lock, so two deliveries of one
+    saga's events never decide side by side, whichever instance got them. If the event
+    was already handled by this consumer, `tx.duplicate` is True, the handler must not
     run, and `tx.emit` refuses: a redelivery changes nothing (I4). A concurrent
-    redelivery waits on the inbox key and then sees the duplicate.
+    redelivery waits on the lock and then sees the duplicate.
   * Each `tx.emit(event)` writes one outbox row: a new uuid4 id (the event id), the
     event's aggregate type, aggregate_id = saga_id = the order id, the JSON payload,
     causation_id = the handled event's id ('' when a saga starts), and a traceparent
@@ -85,17 +88,31 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 # inbox row (or its Idempotency-Key) and is a duplicate. An InterfaceError on a connection that is
 # still open is a misuse: it passes as is.
 
+SAGA_LOCK_CLASS = 7_400_512
+"""The first key of the saga locks (pg_advisory_xact_lock(int, int)); the second is the saga id's
+hash. Two-key advisory locks never meet the one-key lock of shared/migrations.py, and two sagas
+sharing a hash only wait for each other."""
+
+# The saga's lock, then the inbox row, in one round trip. The lock is taken while the statement
+# runs; the handler's statements come after it, each with a snapshot of its own (READ COMMITTED),
+# so they see whatever the lock's previous holder committed.
 _INSERT_INBOX = """
+WITH locked AS (SELECT pg_advisory_xact_lock($5, hashtext($4)))
 INSERT INTO inbox (consumer, event_id, event_type, saga_id)
-VALUES ($1, $2, $3, $4)
+SELECT $1, $2, $3, $4 FROM locked
 ON CONFLICT (consumer, event_id) DO NOTHING
 RETURNING event_id
 """
 
+# Every saga of the batch locked (in saga id order), then one inbox row per event.
 _INSERT_INBOX_MANY = """
+WITH locked AS (
+    SELECT count(pg_advisory_xact_lock($5, hashtext(sagas.saga_id))) AS sagas
+    FROM (SELECT DISTINCT saga_id FROM unnest($4::text[]) AS batch (saga_id) ORDER BY saga_id) AS sagas
+)
 INSERT INTO inbox (consumer, event_id, event_type, saga_id)
 SELECT $1, delivered.event_id, delivered.event_type, delivered.saga_id
-FROM unnest($2::uuid[], $3::text[], $4::text[]) AS delivered (event_id, event_type, saga_id)
+FROM locked, unnest($2::uuid[], $3::text[], $4::text[]) AS delivered (event_id, event_type, saga_id)
 ON CONFLICT (consumer, event_id) DO NOTHING
 RETURNING event_id
 """
@@ -303,7 +320,8 @@ class UnitOfWork:
                                   attributes=_span_attributes(envelope)) as trace, \
                 self.bare_transaction() as connection:
             inserted = await connection.fetchval(
-                _INSERT_INBOX, self.consumer, envelope.event_id, envelope.event.event_type, envelope.saga_id
+                _INSERT_INBOX, self.consumer, envelope.event_id, envelope.event.event_type, envelope.saga_id,
+                SAGA_LOCK_CLASS,
             )
             tx = self._transaction(connection, envelope, trace, duplicate=inserted is None)
             yield tx
@@ -379,6 +397,7 @@ class UnitOfWork:
                 [envelope.event_id for _, envelope, _ in work],
                 [envelope.event.event_type for _, envelope, _ in work],
                 [envelope.saga_id for _, envelope, _ in work],
+                SAGA_LOCK_CLASS,
             )
             first_delivery = {row[0] for row in rows}
             outbox: list[tuple] = []

@@ -180,3 +180,41 @@ async def test_one_sagas_events_commit_in_order_across_batches(uow, db):
 async def test_batch_aborted_carries_its_cause():
     error = BatchAborted(RuntimeError("boom"))
     assert isinstance(error.cause, RuntimeError) and "boom" in str(error)
+
+
+async def waiting_on_a_lock(db, timeout: float = 10.0) -> bool:
+    """Whether some backend of this database waits on an advisory lock, within `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_sagas_events_decide_one_after_another_under_its_lock_batched_or_not(uow, db):
+    """The unit of work locks the saga with the inbox row: a second transaction for the same
+    saga (another instance, a batch) waits until the first one ends, then sees its rows."""
+    saga = uuid.uuid4()
+    first = Envelope(uuid.uuid4(), created(saga), new_traceparent())
+    second = Envelope(uuid.uuid4(), OrderConfirmed(order_id=saga, occurred_at=utc_now()), new_traceparent())
+    release = asyncio.Event()
+    seen_by_second: list[int] = []
+
+    async def count_then_record(event, tx: Transaction) -> None:
+        seen_by_second.append(await tx.connection.fetchval("SELECT count(*) FROM handled WHERE order_id = $1", saga))
+        await record_and_confirm(event, tx)
+
+    async def hold_first() -> None:
+        async with uow.processing(first) as tx:
+            await record_and_confirm(first.event, tx)
+            await release.wait()
+
+    holder = asyncio.create_task(hold_first())
+    waiter = asyncio.create_task(uow.handle_batch([(second, {OrderConfirmed: count_then_record})]))
+    assert await waiting_on_a_lock(db), "the batch did not wait for the saga's lock"
+    assert not waiter.done()
+    release.set()
+    await holder
+    [tx] = await waiter
+    assert not tx.duplicate and seen_by_second == [1]  # it decided after the first committed, seeing its row
