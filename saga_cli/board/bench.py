@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import socket
@@ -43,7 +42,6 @@ import psutil
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from saga_cli.endpoints import KAFKA_ENV_VAR
 from saga_cli.stack.config import StackSettings
 from saga_cli.stack.kafka import Kafka
 
@@ -106,9 +104,8 @@ async def run(sagas: int, kafka_port: int, repeat: int) -> dict[str, Any]:
         started = time.monotonic()
         written, samples = await write_sagas(bootstrap, sagas)
         write_s = time.monotonic() - started
-        os.environ[KAFKA_ENV_VAR] = bootstrap
         return {"sagas": sagas, "records": written, "write_s": round(write_s, 1),
-                **await measure_board(samples, repeat)}
+                **await measure_board(bootstrap, samples, repeat)}
     finally:
         await asyncio.to_thread(broker.stop)
         shutil.rmtree(home, ignore_errors=True)
@@ -191,11 +188,11 @@ async def write_sagas(bootstrap: str, count: int) -> tuple[int, dict[str, Any]]:
 
 # --- the board ---------------------------------------------------------------------------------
 
-async def measure_board(samples: dict[str, Any], repeat: int) -> dict[str, Any]:
+async def measure_board(bootstrap: str, samples: dict[str, Any], repeat: int) -> dict[str, Any]:
     from saga_cli.board.server import STATE_KEY, create_app
 
     port = _free_port()
-    app = create_app(None, 30.0, port)
+    app = create_app(None, 30.0, port, bootstrap)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, HOST, port).start()

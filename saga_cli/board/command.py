@@ -1,4 +1,4 @@
-"""`saga board [--port N] [--since TIME] [--stuck-after S]`: the saga board on http://127.0.0.1:N/."""
+"""`saga board [--port N] [--since TIME] [--stuck-after S] [--bootstrap-server B]`: the saga board on http://127.0.0.1:N/."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ from aiohttp import web
 
 from saga_cli.board.server import create_app
 from saga_cli.errors import CliError
+from saga_cli.kafka import BootstrapOption
 from saga_cli.parsing import parse_since
 
 HOST = "127.0.0.1"
@@ -31,6 +32,7 @@ def board(
         typer.Option("--stuck-after", metavar="SECONDS", help="A saga in flight longer than this is stuck. "
                      "Default: order_svc's order deadline (asked of its API; 30 s when it cannot say)."),
     ] = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Serve the saga board on loopback: every saga across the three services, live, from the topics."""
     if not 0 <= port <= 65535:
@@ -43,12 +45,13 @@ def board(
         since_ms = None
     else:
         since_ms = parse_since(since)
-    asyncio.run(serve(port, since_ms, stuck_after))
+    asyncio.run(serve(port, since_ms, stuck_after, bootstrap))
 
 
-async def serve(port: int, since_ms: int | None, stuck_after_s: float | None) -> None:
-    """Run the board on 127.0.0.1:`port` until SIGINT or SIGTERM; prints its address first (one
-    line, flushed). CliError when the port cannot be had."""
+async def serve(port: int, since_ms: int | None, stuck_after_s: float | None, bootstrap: str | None = None) -> None:
+    """Run the board on 127.0.0.1:`port` (0: a free one) until SIGINT or SIGTERM, reading the Kafka at
+    `bootstrap` (None: the default); prints its address first (one line, flushed). CliError when
+    the port cannot be had."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -57,7 +60,7 @@ async def serve(port: int, since_ms: int | None, stuck_after_s: float | None) ->
     try:
         site_port = port or _free_port()  # known before the app is made: its Host check needs it
         _check_free(site_port)  # before the app starts following Kafka, so a busy port stops nothing half-started
-        runner = web.AppRunner(create_app(since_ms, stuck_after_s, site_port), access_log=None)
+        runner = web.AppRunner(create_app(since_ms, stuck_after_s, site_port, bootstrap), access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, HOST, site_port).start()

@@ -44,11 +44,12 @@ class FollowState:
     """Records that `SagaIndex.add` failed on (a bug: it should take any record)."""
 
 
-async def follow(index: SagaIndex, state: FollowState) -> None:
-    """Read the saga topics into `index` until cancelled (module doc). Never returns by itself."""
+async def follow(index: SagaIndex, state: FollowState, bootstrap: str | None = None) -> None:
+    """Read the saga topics of the Kafka at `bootstrap` (None: the default) into `index` until
+    cancelled (module doc). Never returns by itself."""
     while True:
         try:
-            await _follow_once(index, state)
+            await _follow_once(index, state, bootstrap)
         except asyncio.CancelledError:
             raise
         except CliError as error:
@@ -58,8 +59,8 @@ async def follow(index: SagaIndex, state: FollowState) -> None:
         await asyncio.sleep(RETRY_S)
 
 
-async def _follow_once(index: SagaIndex, state: FollowState) -> None:
-    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+async def _follow_once(index: SagaIndex, state: FollowState, bootstrap: str | None) -> None:
+    async with kafka_consumer(auto_offset_reset="earliest", bootstrap=bootstrap) as consumer:
         topics = await partitions_by_topic(consumer)
         partitions = [TopicPartition(topic, number) for topic in SAGA_TOPICS for number in topics.get(topic, ())]
         if not partitions:
@@ -114,15 +115,16 @@ async def _start_offsets(consumer, partitions: list[TopicPartition], since_ms: i
     return start
 
 
-async def read_one_saga(order_id: str, since_ms: int | None, until_ms: int | None = None) -> list[KafkaEvent]:
+async def read_one_saga(order_id: str, since_ms: int | None, until_ms: int | None = None,
+                        bootstrap: str | None = None) -> list[KafkaEvent]:
     """Every record of the saga `order_id` on the four topics: in the key's partition of each, from
     the first record at or after `since_ms` (epoch ms; None: the beginning) up to the first at or
     after `until_ms` (None: the end offsets as they were when the read began). A saga the index
     has seen end is read between its first and last record (with margins), so opening an old
-    saga does not read everything published since. Raises CliError (one line) when Kafka is not
+    saga does not read everything published since. `bootstrap`: the Kafka (None: the default). Raises CliError (one line) when Kafka is not
     reachable or does not deliver within its timeout."""
     key = order_id.encode()
-    async with kafka_consumer(auto_offset_reset="earliest") as consumer:
+    async with kafka_consumer(auto_offset_reset="earliest", bootstrap=bootstrap) as consumer:
         topics = await partitions_by_topic(consumer)
         partitions = [TopicPartition(topic, sorted(topics[topic])[partition_for_key(key, len(topics[topic]))])
                       for topic in SAGA_TOPICS if topics.get(topic)]

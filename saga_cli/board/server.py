@@ -58,16 +58,17 @@ STATE_KEY = web.AppKey("state", FollowState)
 SETTINGS_KEY = web.AppKey("settings", dict)
 
 
-def create_app(since_ms: int | None, stuck_after_s: float | None, port: int) -> web.Application:
-    """The board's aiohttp application: it follows the topics from `since_ms` (epoch ms; None:
-    their beginning) while it runs. `stuck_after_s`: a saga in flight longer than this is stuck
+def create_app(since_ms: int | None, stuck_after_s: float | None, port: int,
+               bootstrap: str | None = None) -> web.Application:
+    """The board's aiohttp application: it follows the topics of the Kafka at `bootstrap` (None:
+    the default) from `since_ms` (epoch ms; None: their beginning) while it runs. `stuck_after_s`: a saga in flight longer than this is stuck
     (None: order_svc's order deadline, asked of its API, DEFAULT_STUCK_AFTER_S when it cannot
     say). `port` is the one it is served on (for the Host check)."""
     app = web.Application(middlewares=[_loopback_only, _security_headers])
     app[INDEX_KEY] = SagaIndex(since_ms)
     app[STATE_KEY] = FollowState()
     app[SETTINGS_KEY] = {"stuck_after_s": stuck_after_s or DEFAULT_STUCK_AFTER_S, "fixed": stuck_after_s is not None,
-                         "port": port}
+                         "port": port, "bootstrap": bootstrap}
     app.router.add_get("/", _page)
     for name in ASSETS:
         app.router.add_get(f"/{name}", _asset)
@@ -80,7 +81,7 @@ def create_app(since_ms: int | None, stuck_after_s: float | None, port: int) -> 
 
 
 async def _background(app: web.Application):
-    tasks = [asyncio.create_task(follow(app[INDEX_KEY], app[STATE_KEY]))]
+    tasks = [asyncio.create_task(follow(app[INDEX_KEY], app[STATE_KEY], app[SETTINGS_KEY]["bootstrap"]))]
     if not app[SETTINGS_KEY]["fixed"]:
         tasks.append(asyncio.create_task(_learn_deadline(app[SETTINGS_KEY])))
     yield
@@ -162,7 +163,7 @@ async def _saga(request: web.Request) -> web.Response:
     else:  # older than the index, or not a saga at all: when order_svc says it began, else the beginning
         since_ms = await asyncio.to_thread(order_created_ms, order_id)
     try:
-        events = await read_one_saga(order_id, since_ms, until_ms)
+        events = await read_one_saga(order_id, since_ms, until_ms, request.app[SETTINGS_KEY]["bootstrap"])
     except CliError as error:
         return web.json_response({"detail": str(error)}, status=503, headers={"Retry-After": "2"})
     if not events:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from saga_cli import demo
+from saga_cli.errors import CliError
 from saga_cli.http_client import Unavailable
 from saga_cli.stack import Stack, StackSettings
 from tests.support.foreign import headers_for, payment_completed, publish
@@ -33,14 +34,11 @@ from tests.support.saga import (
     FREEZE_LIMIT,
     SAGA_CLI,
     SAGA_TIMEOUT,
+    SERVICE_URLS,
     frozen,
     new_customer,
     new_sku,
     order_body,
-    post_order,
-    seed_account,
-    seed_stock,
-    wait_for_status,
 )
 
 pytestmark = pytest.mark.integration
@@ -134,7 +132,8 @@ def board(services):
     """`saga board` on a free loopback port, following the topics from a minute ago; its URL once
     it has read what was already there. Stopped (SIGTERM to its own pid) at the end."""
     since = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
-    process = subprocess.Popen([str(SAGA_CLI), "board", "--port", "0", "--since", since, "--stuck-after", str(STUCK_AFTER_S)],
+    process = subprocess.Popen([str(SAGA_CLI), "board", "--port", "0", "--since", since, "--stuck-after", str(STUCK_AFTER_S),
+                                "--bootstrap-server", services.settings.kafka_bootstrap],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
@@ -173,17 +172,45 @@ def wait_for(condition, what: str, timeout: float = APPEARS_WITHIN, seen=None):
         time.sleep(0.1)
 
 
-async def place_order(customer: str, items: dict[str, int], amount: str) -> str:
-    """POST /orders until order_svc admits it (others' load on the shared stack may make it answer
-    503 overloaded for a while, with Retry-After); the order id."""
+async def call(service: str, method: str, path: str, body: dict | None = None, headers: dict | None = None) -> dict:
+    """One request to a service's API, made again while the service cannot answer (others restart
+    services and put load on the shared stack: connection refused, 503 or 429 with Retry-After),
+    up to SAGA_TIMEOUT; its JSON answer once it is a success."""
     deadline = time.monotonic() + SAGA_TIMEOUT
-    key = str(uuid.uuid4())
-    while True:
-        answer = await post_order(order_body(customer, items, amount), {"Idempotency-Key": key})
-        if answer.status_code in (200, 201):
-            return answer.json()["order_id"]
-        assert answer.status_code in (429, 503) and time.monotonic() < deadline, answer.text
-        await asyncio.sleep(min(float(answer.headers.get("Retry-After", "1")), 2.0))
+    async with httpx.AsyncClient(base_url=SERVICE_URLS[service].url, timeout=10) as http:
+        while True:
+            try:
+                answer = await http.request(method, path, json=body, headers=headers)
+            except httpx.TransportError as error:
+                assert time.monotonic() < deadline, f"{service} did not answer {method} {path}: {error}"
+                await asyncio.sleep(0.5)
+                continue
+            if answer.is_success:
+                return answer.json()
+            assert answer.status_code in (429, 503) and time.monotonic() < deadline, answer.text
+            await asyncio.sleep(min(float(answer.headers.get("Retry-After", "1")), 2.0))
+
+
+async def seed_stock(sku: str, available: int) -> None:
+    await call("inventory_svc", "PUT", f"/stock/{sku}", {"available": available})
+
+
+async def seed_account(customer: str, balance: str) -> None:
+    await call("payment_svc", "PUT", f"/accounts/{customer}", {"balance": balance, "currency": "EUR"})
+
+
+async def place_order(customer: str, items: dict[str, int], amount: str) -> str:
+    """POST /orders (one Idempotency-Key however often it is sent); the order id."""
+    placed = await call("order_svc", "POST", "/orders", order_body(customer, items, amount), {"Idempotency-Key": str(uuid.uuid4())})
+    return placed["order_id"]
+
+
+async def wait_for_status(order_id: str) -> None:
+    """Until the order is CONFIRMED or CANCELLED (SAGA_TIMEOUT)."""
+    deadline = time.monotonic() + SAGA_TIMEOUT
+    while (await call("order_svc", "GET", f"/orders/{order_id}"))["status"] not in ("CONFIRMED", "CANCELLED"):
+        assert time.monotonic() < deadline, f"order {order_id} not finished within {SAGA_TIMEOUT:.0f}s"
+        await asyncio.sleep(0.2)
 
 
 def place_and_cancel_after_payment(flow: demo.Flow, run: str, body: dict) -> str:
@@ -192,8 +219,8 @@ def place_and_cancel_after_payment(flow: demo.Flow, run: str, body: dict) -> str
     while True:
         try:
             return demo.place_and_cancel_after_payment(flow, run, body, Stack(StackSettings()))
-        except Unavailable:
-            if time.monotonic() > deadline:
+        except CliError as error:  # a service overloaded or restarting: the same order again (same key)
+            if not isinstance(error, Unavailable) and "not reachable" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
 
@@ -446,7 +473,6 @@ async def test_the_board_serves_everything_itself_on_loopback_only(board):
 
 async def test_order_svc_board_says_where_the_saga_board_is(services):
     from saga_cli.board.command import DEFAULT_PORT
-    from tests.support.saga import SERVICE_URLS
 
     answer = httpx.get(f"{SERVICE_URLS['order_svc'].url}/board", timeout=10)
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
