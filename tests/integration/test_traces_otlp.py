@@ -142,7 +142,7 @@ async def test_one_happy_saga_is_one_trace_tree_across_the_three_services(servic
         for attempt in range(4):  # another assignment when none of the partitions is traced at every hop
             for name, group in instances.items():
                 async def joined(group=group) -> bool:
-                    return all(await assigned(instance.url) for instance in group)
+                    return all([await assigned(instance.url) for instance in group])
                 await wait_for(joined, f"{name}: the traced instances holding partitions", 90)
             await asyncio.sleep(2)  # the groups settle
             good = await partitions_traced(instances)
