@@ -28,6 +28,7 @@ Every log line written inside a span carries the span's `trace_id` and `span_id`
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -266,9 +267,11 @@ def _answered(server: Any, status: int) -> None:
 
 
 # --- between TraceHeaders and opentelemetry's contexts ----------------------------------------
+@functools.lru_cache(maxsize=1024)
 def _context_of(headers: TraceHeaders) -> Any:
     """An opentelemetry Context whose span is `headers`' (remote) span; an empty one (a new
-    trace) when the traceparent is missing or malformed."""
+    trace) when the traceparent is missing or malformed. Cached: a transaction's context is the
+    parent of each event it emits, and parsing a tracestate costs more than the span itself."""
     parsed = parse_traceparent(headers.traceparent)
     if parsed is None:
         return _otel.context.Context()
@@ -281,7 +284,12 @@ def _span_context(parsed: Any, tracestate: str) -> Any:
     return _otel.SpanContext(
         trace_id=int(parsed.trace_id, 16), span_id=int(parsed.span_id, 16), is_remote=True,
         trace_flags=_otel.TraceFlags(int(parsed.flags, 16)),
-        trace_state=_otel.TraceState.from_header([state]) if state else _otel.TraceState())
+        trace_state=_trace_state(state))
+
+
+@functools.lru_cache(maxsize=256)
+def _trace_state(state: str) -> Any:
+    return _otel.TraceState.from_header([state]) if state else _otel.TraceState()
 
 
 def _links(traces: Iterable[TraceHeaders | None]) -> list[Any]:
