@@ -49,11 +49,10 @@ async def _record(tx: Transaction, before: Reservation | None, outcome: Outcome)
     if after is None or after == before:
         return
     was_in = before.units_in if before is not None else "available"
-    if after.units_in != was_in:
-        if before is not None:  # a new order's SKU rows were locked when its availability was read
-            await repository.lock_stock(tx.connection, (item.sku for item in after.items))
-        await repository.move_units(tx.connection, after.items, was_in, after.units_in)
-    await repository.save_reservation(tx.connection, after)
+    moves = (was_in, after.units_in) if after.units_in != was_in else None
+    if moves is not None and before is not None:  # a new order's SKU rows were locked when its availability was read
+        await repository.lock_stock(tx.connection, (item.sku for item in after.items))
+    await repository.record(tx.connection, after, moves)
     if event is not None:
         await tx.emit(event)
 

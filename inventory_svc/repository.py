@@ -44,6 +44,13 @@ WHERE s.sku = i.sku
 """
 _COLUMNS: tuple[StockColumn, ...] = ("available", "reserved", "sold")
 
+# The order's units moved ($7–$11: skus, quantities and the three per-unit deltas; empty arrays
+# move nothing) and its reservation row saved, in one round trip.
+_RECORD = """
+WITH moved AS (""" + _MOVE_STOCK.replace("$1", "$7").replace("$2", "$8").replace("$3", "$9").replace(
+    "$4", "$10").replace("$5", "$11").strip() + """)
+""" + _SAVE_RESERVATION.strip()
+
 _SET_AVAILABLE = """
 INSERT INTO stock (sku, available) VALUES ($1, $2)
 ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now()
@@ -83,11 +90,7 @@ async def reservation(connection: asyncpg.Connection, order_id: UUID) -> Reserva
 
 async def save_reservation(connection: asyncpg.Connection, reservation: Reservation) -> None:
     """Insert the order's reservation row, or set its status."""
-    items = json.dumps([item.model_dump() for item in reservation.items])
-    await connection.execute(
-        _SAVE_RESERVATION, reservation.reservation_id, reservation.order_id, reservation.status, items,
-        reservation.reason, list(reservation.skus) if reservation.status == ReservationStatus.REJECTED else None,
-    )
+    await connection.execute(_SAVE_RESERVATION, *_reservation_values(reservation))
 
 
 async def move_units(
@@ -95,10 +98,35 @@ async def move_units(
 ) -> None:
     """Move each item's quantity from the `source` stock column to `target`. The caller holds
     the SKU rows' locks (`lock_stock`); the table refuses a count below zero."""
-    deltas = [(-1 if column == source else 0) + (1 if column == target else 0) for column in _COLUMNS]
+    deltas = _deltas(source, target)
     await connection.execute(
         _MOVE_STOCK, [item.sku for item in items], [item.quantity for item in items], *deltas
     )
+
+
+async def record(
+    connection: asyncpg.Connection, reservation: Reservation, moves: tuple[StockColumn, StockColumn] | None
+) -> None:
+    """Save the order's reservation row (`save_reservation`) and, with `moves` (source, target),
+    move each of its items' quantity between those stock columns (`move_units`), in one
+    statement. The caller holds the SKU rows' locks; the table refuses a count below zero."""
+    items = reservation.items if moves is not None else ()
+    deltas = _deltas(*moves) if moves is not None else (0, 0, 0)
+    await connection.execute(
+        _RECORD, *_reservation_values(reservation), [item.sku for item in items],
+        [item.quantity for item in items], *deltas,
+    )
+
+
+def _deltas(source: StockColumn, target: StockColumn) -> tuple[int, int, int]:
+    """Per unit, how available, reserved and sold change when units go from `source` to `target`."""
+    return tuple((-1 if column == source else 0) + (1 if column == target else 0) for column in _COLUMNS)
+
+
+def _reservation_values(reservation: Reservation) -> tuple:
+    items = json.dumps([item.model_dump() for item in reservation.items])
+    return (reservation.reservation_id, reservation.order_id, reservation.status, items, reservation.reason,
+            list(reservation.skus) if reservation.status == ReservationStatus.REJECTED else None)
 
 
 async def set_available(connection: asyncpg.Connection, sku: str, available: int) -> dict[str, Any]:

@@ -203,10 +203,9 @@ async def _record(tx: Transaction, before: Order, outcome: Outcome) -> None:
     if after == before:
         return
     event_id = await tx.emit(event) if event is not None else None
-    await repository.save_order(tx.connection, after)
-    if after.status != before.status:
-        caused_by = event_id or (UUID(tx.causation_id) if tx.causation_id else None)
-        await repository.add_history(tx.connection, after.order_id, after.status, after.reason, caused_by)
+    caused_by = event_id or (UUID(tx.causation_id) if tx.causation_id else None)
+    await repository.save_order(tx.connection, after, status_changed=after.status != before.status,
+                                caused_by=caused_by)
 
 
 def _replayed(earlier: Mapping[str, Any], command: PlaceOrder, key: str) -> PlacedOrder:

@@ -61,6 +61,15 @@ _ADD_HISTORY = """
 INSERT INTO order_history (order_id, status, reason, event_id) VALUES ($1, $2, $3, $4)
 """
 
+# The order's new state and, when its status changed ($6), the history row of that change:
+# one round trip. The history row is added only if the order row was there to update.
+_SAVE_ORDER_WITH_HISTORY = """
+WITH saved AS (""" + _SAVE_ORDER.strip() + """
+    RETURNING order_id, status, reason)
+INSERT INTO order_history (order_id, status, reason, event_id)
+SELECT order_id, status, reason, $7 FROM saved WHERE $6
+"""
+
 _ORDER_DETAILS = """
 SELECT order_id, customer_id, items, amount, currency, status, reason,
        cancel_requested_at, created_at, deadline_at, updated_at
@@ -182,9 +191,13 @@ async def overdue_orders(connection: asyncpg.Connection, limit: int) -> list[UUI
     return [row["order_id"] for row in await connection.fetch(_OVERDUE_ORDERS, limit)]
 
 
-async def save_order(connection: asyncpg.Connection, order: Order) -> None:
+async def save_order(connection: asyncpg.Connection, order: Order, *, status_changed: bool = False,
+                     caused_by: UUID | None = None) -> None:
+    """Store the order's state; when `status_changed`, its history row too (pointing at the event
+    `caused_by`, None when no event caused it), in the same statement."""
     await connection.execute(
-        _SAVE_ORDER, order.order_id, order.status, order.reason, order.cancel_requested, order.stock_released
+        _SAVE_ORDER_WITH_HISTORY, order.order_id, order.status, order.reason, order.cancel_requested,
+        order.stock_released, status_changed, caused_by,
     )
 
 

@@ -48,9 +48,7 @@ async def _record(tx: Transaction, before: Payment | None, outcome: Outcome) -> 
     if after is None or after == before:
         return
     credit = (before.held if before is not None else Decimal(0)) - after.held
-    if credit:
-        await repository.add_to_balance(tx.connection, after.customer_id, credit)
-    await repository.save_payment(tx.connection, after)
+    await repository.save_payment(tx.connection, after, credit)
     if event is not None:
         await tx.emit(event)
 

@@ -37,6 +37,16 @@ SET status = EXCLUDED.status, customer_id = EXCLUDED.customer_id, amount = EXCLU
     currency = EXCLUDED.currency, reason = EXCLUDED.reason, detail = EXCLUDED.detail, updated_at = now()
 """
 
+# The payment's new state and the balance moved by `credit` ($9, 0: untouched), in one round trip;
+# it answers how many accounts were credited.
+_SAVE_PAYMENT_AND_BALANCE = """
+WITH credited AS (
+    UPDATE accounts SET balance = balance + $9::numeric, updated_at = now() WHERE customer_id = $4 AND $9::numeric <> 0
+    RETURNING customer_id),
+saved AS (""" + _SAVE_PAYMENT.strip() + """)
+SELECT count(*) FROM credited
+"""
+
 _SET_ACCOUNT = """
 INSERT INTO accounts (customer_id, balance, currency) VALUES ($1, $2, $3)
 ON CONFLICT (customer_id) DO UPDATE
@@ -79,12 +89,17 @@ async def payment(connection: asyncpg.Connection, order_id: UUID) -> Payment | N
     )
 
 
-async def save_payment(connection: asyncpg.Connection, payment: Payment) -> None:
-    """Insert or rewrite the order's payment row as `payment` (a void also stamps voided_at)."""
-    await connection.execute(
-        _SAVE_PAYMENT, payment.order_id, payment.payment_id, payment.status, payment.customer_id, payment.amount,
-        payment.currency, payment.reason, payment.detail,
+async def save_payment(connection: asyncpg.Connection, payment: Payment, credit: Decimal = Decimal(0)) -> None:
+    """Insert or rewrite the order's payment row as `payment` (a void also stamps voided_at) and
+    credit (credit > 0) or debit (credit < 0) its customer's balance by `credit`, in one
+    statement. The table refuses a negative balance; crediting a customer without an account is
+    UnknownCustomer (money is never credited to nobody)."""
+    credited = await connection.fetchval(
+        _SAVE_PAYMENT_AND_BALANCE, payment.order_id, payment.payment_id, payment.status, payment.customer_id,
+        payment.amount, payment.currency, payment.reason, payment.detail, credit,
     )
+    if credit and credited != 1:
+        raise UnknownCustomer(f"customer {payment.customer_id} has no account")
 
 
 async def set_account(connection: asyncpg.Connection, customer_id: str, balance: Decimal, currency: str) -> dict[str, Any]:
