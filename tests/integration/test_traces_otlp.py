@@ -37,8 +37,8 @@ from tests.support.saga import new_customer, new_sku, order_body, seed_account, 
 
 pytestmark = pytest.mark.integration
 
-CALLER = "00-" + "5a6a" * 8 + "-" + "c0ffee00c0ffee00" + "-01"
-"""The traceparent the test's POST carries: the server span's (remote) parent."""
+CALLER_SPAN = "c0ffee00c0ffee00"
+"""The span id of the traceparent each POST carries (a trace of its own per order): the server span's parent."""
 TRACESTATE = "sagatest=t61rcWkgMzE"
 
 HAPPY_HOPS = {"inventory_svc": "events.order", "payment_svc": "events.inventory", "order_svc": "events.payment"}
@@ -157,11 +157,13 @@ async def test_one_happy_saga_is_one_trace_tree_across_the_three_services(servic
         sku, customer = new_sku(), new_customer()
         await seed_stock(sku, 1000)
         await seed_account(customer, "10000.00")
-        order_id, partitions = None, None
+        order_id, caller_trace = None, None
         async with httpx.AsyncClient(base_url=instances["order_svc"][0].url, timeout=10) as http:
             for _ in range(40):
+                caller_trace = uuid.uuid4().hex
                 answer = await http.post("/orders", json=order_body(customer, {sku: 1}, "10.00"),
-                                         headers={"traceparent": CALLER, "tracestate": TRACESTATE})
+                                         headers={"traceparent": f"00-{caller_trace}-{CALLER_SPAN}-01",
+                                                  "tracestate": TRACESTATE})
                 assert answer.status_code == 201, answer.text
                 placed = answer.json()["order_id"]
                 if partition_for_key(placed.encode(), 3) in good:
@@ -174,7 +176,7 @@ async def test_one_happy_saga_is_one_trace_tree_across_the_three_services(servic
         written = await outbox_traces(settings, order_id)
         assert {headers.tracestate for headers in written} == {TRACESTATE}
         trace_id = parse_traceparent(written[0].traceparent).trace_id
-        assert trace_id == "5a6a" * 8, "the saga continues the caller's trace"
+        assert trace_id == caller_trace, "the saga continues the caller's trace"
         created = {parse_traceparent(headers.traceparent).span_id for headers in written}
 
         def whole() -> bool:
@@ -197,7 +199,7 @@ async def test_one_happy_saga_is_one_trace_tree_across_the_three_services(servic
         # one tree: a single root, the request, whose parent is the caller's span; every other parent recorded
         roots = [span for span in spans if span.parent_id not in by_id]
         assert [(root.service, root.name, root.parent_id) for root in roots] == [
-            ("order_svc", "POST /orders", "c0ffee00c0ffee00")]
+            ("order_svc", "POST /orders", CALLER_SPAN)]
         assert {span.service for span in spans} == set(SERVICES)
 
         def only(service: str, name: str, parent: ReceivedSpan) -> ReceivedSpan:
