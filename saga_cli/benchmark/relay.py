@@ -11,7 +11,7 @@ One loop per service database, each in its own transaction per batch:
 and when a poll finds nothing it sleeps `poll_interval` (10 ms by default) before the
 next. It produces the same records as Debezium's EventRouter: topic
 events.<aggregate_type>, key aggregate_id (Kafka's default partitioner, so the same
-partition), headers id / eventType / sagaId / causationId / traceparent / signature
+partition), headers id / eventType / sagaId / causationId / traceparent / signature / tracestate
 (the emitter's signature, shared/auth.py: without it every consumer would dead-letter
 what the relay publishes as unauthenticated), the payload as compact JSON.
 
@@ -60,7 +60,7 @@ _UNINSTALL = (
 )
 _CLAIM = """
 SELECT o.id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload::text AS payload,
-       o.saga_id, o.causation_id, o.traceparent, o.signature
+       o.saga_id, o.causation_id, o.traceparent, o.signature, o.tracestate
 FROM outbox_relay_pending p JOIN outbox o ON o.id = p.id
 ORDER BY p.seq
 LIMIT $1
@@ -85,7 +85,7 @@ def producer_for(bootstrap: str, linger_ms: int = 0) -> AIOKafkaProducer:
 def record_of(row) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
     """(topic, key, value, headers) exactly as EventRouter would publish the outbox row: `row` maps
     the outbox columns (id, aggregate_type, aggregate_id, event_type, payload as JSON text, saga_id,
-    causation_id, traceparent, signature) to their values; KeyError when one is missing. The headers
+    causation_id, traceparent, signature, tracestate) to their values; KeyError when one is missing. The headers
     are those of `table.fields.additional.placement` in connect/connectors/, in its order."""
     headers = [
         (Header.ID, str(row["id"]).encode()),
@@ -94,6 +94,7 @@ def record_of(row) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
         (Header.CAUSATION_ID, row["causation_id"].encode()),
         (Header.TRACEPARENT, row["traceparent"].encode()),
         (Header.SIGNATURE, row["signature"].encode()),
+        (Header.TRACESTATE, row["tracestate"].encode()),
     ]
     value = json.dumps(json.loads(row["payload"]), separators=(",", ":")).encode()
     return f"events.{row['aggregate_type']}", row["aggregate_id"].encode(), value, headers

@@ -292,7 +292,8 @@ def test_the_image_installs_the_project_without_its_extras():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert not any(requirement.startswith("matplotlib") for requirement in project["dependencies"])
     assert any(requirement.startswith("matplotlib") for requirement in project["optional-dependencies"]["bench"])
-    assert "order-saga[bench]" in project["optional-dependencies"]["dev"]  # make test and make demo draw
+    assert any(requirement.startswith("order-saga[") and "bench" in requirement  # make test draws the plots
+               for requirement in project["optional-dependencies"]["dev"])
 
 
 def test_the_build_context_leaves_out_this_machines_state_and_keys():

@@ -58,13 +58,14 @@ def test_each_flow_orders_what_makes_it_end_as_expected():
 def test_the_relay_publishes_what_eventrouter_would():
     row = {"id": uuid.uuid4(), "aggregate_type": "inventory", "aggregate_id": "o-1", "event_type": "INVENTORY_RESERVED",
            "payload": '{"order_id": "o-1", "event_type": "INVENTORY_RESERVED"}', "saga_id": "o-1", "causation_id": "c-1",
-           "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "signature": "ed25519:0123456789abcdef:c2ln"}
+           "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "signature": "ed25519:0123456789abcdef:c2ln",
+           "tracestate": "vendor=1"}
     topic, key, value, headers = record_of(row)
     assert (topic, key) == ("events.inventory", b"o-1")
     assert json.loads(value) == {"order_id": "o-1", "event_type": "INVENTORY_RESERVED"}
     assert dict(headers) == {"id": str(row["id"]).encode(), "eventType": b"INVENTORY_RESERVED", "sagaId": b"o-1",
                              "causationId": b"c-1", "traceparent": row["traceparent"].encode(),
-                             "signature": row["signature"].encode()}
+                             "signature": row["signature"].encode(), "tracestate": row["tracestate"].encode()}
     for path in (REPO_ROOT / "connect" / "connectors").glob("*.json"):  # what EventRouter places, the relay places
         placement = json.loads(path.read_text())["config"]["transforms.outbox.table.fields.additional.placement"]
         assert [name for name, _ in headers] == ["id"] + [entry.split(":")[2] for entry in placement.split(",")], path.name
