@@ -15,17 +15,20 @@ from pydantic import TypeAdapter, ValidationError
 from inventory_svc import repository
 from inventory_svc.bootstrap import bind_handlers
 from inventory_svc.domain import SetStock
-from shared.events import Sku
+from shared.events import Sku, topics_carrying
 from shared.service import ServiceRuntime, json_response, read_json, request_value, validation_response
 from shared.settings import InventorySettings
-from shared.topics import ORDER, PAYMENT, TOPICS
 
 SKU = TypeAdapter(Sku)
 
 
 def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
+    """inventory_svc's runtime (consumer, timers and HTTP views), not started yet: `.main()` runs it.
+    `settings` default to InventorySettings() read from the environment. It subscribes to the topics that
+    carry the events its handler table handles (`shared.events.topics_carrying`)."""
     settings = settings or InventorySettings()
-    runtime = ServiceRuntime(settings, bind_handlers(settings), topics=[TOPICS[ORDER], TOPICS[PAYMENT]])
+    handlers = bind_handlers(settings)
+    runtime = ServiceRuntime(settings, handlers, topics=topics_carrying(handlers))
 
     @runtime.app.page("/stock")
     class Stock(View):

@@ -34,7 +34,7 @@ from order_svc.admission import MEASURE_INTERVAL_S, Admission, Overloaded
 from order_svc.bootstrap import bind_foreign_handlers, bind_handlers
 from order_svc.domain import IdempotencyKey, IdempotencyKeyReused, OrderAlreadyFinal, OrderNotFound, PlaceOrder
 from shared import metrics
-from shared.events import OrderCancelled, OrderConfirmed
+from shared.events import OrderCancelled, OrderConfirmed, topics_carrying
 from shared.service import (
     RequestRefused,
     ServiceRuntime,
@@ -46,7 +46,6 @@ from shared.service import (
     validation_response,
 )
 from shared.settings import OrderSettings
-from shared.topics import TOPICS, INVENTORY, ORDER, PAYMENT
 from shared.uow import Transaction
 
 log = structlog.stdlib.get_logger(__name__)
@@ -79,13 +78,18 @@ def count_finished_sagas(tx: Transaction) -> None:
 
 
 def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
+    """order_svc's runtime (consumer, timers and HTTP views), not started yet: `.main()` runs it.
+    `settings` default to OrderSettings() read from the environment. It subscribes to the topics that
+    carry the events its handler table handles (`shared.events.topics_carrying`). It also consumes its own topic, where a foreign ORDER_CREATED is adopted
+    (`bind_foreign_handlers`)."""
     settings = settings or OrderSettings()
+    handlers, foreign_handlers = bind_handlers(settings), bind_foreign_handlers(settings)
     runtime = ServiceRuntime(
         settings,
-        bind_handlers(settings),
-        topics=[TOPICS[ORDER], TOPICS[INVENTORY], TOPICS[PAYMENT]],
+        handlers,
+        topics=topics_carrying([*handlers, *foreign_handlers]),  # its own topic too: foreign ORDER_CREATED
         on_committed=count_finished_sagas,
-        foreign_handlers=bind_foreign_handlers(settings),
+        foreign_handlers=foreign_handlers,
     )
 
     @runtime.app.timer(interval=GAUGE_INTERVAL_S, name="order_svc.saga_gauges")

@@ -15,17 +15,20 @@ from pydantic import TypeAdapter, ValidationError
 from payment_svc import repository
 from payment_svc.bootstrap import bind_handlers
 from payment_svc.domain import SetAccount
-from shared.events import CustomerId
+from shared.events import CustomerId, topics_carrying
 from shared.service import ServiceRuntime, json_response, read_json, request_value, validation_response
 from shared.settings import PaymentSettings
-from shared.topics import INVENTORY, ORDER, TOPICS
 
 CUSTOMER = TypeAdapter(CustomerId)
 
 
 def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
+    """payment_svc's runtime (consumer, timers and HTTP views), not started yet: `.main()` runs it.
+    `settings` default to PaymentSettings() read from the environment. It subscribes to the topics that
+    carry the events its handler table handles (`shared.events.topics_carrying`)."""
     settings = settings or PaymentSettings()
-    runtime = ServiceRuntime(settings, bind_handlers(settings), topics=[TOPICS[INVENTORY], TOPICS[ORDER]])
+    handlers = bind_handlers(settings)
+    runtime = ServiceRuntime(settings, handlers, topics=topics_carrying(handlers))
 
     @runtime.app.page("/accounts")
     class Accounts(View):

@@ -18,9 +18,9 @@ wrong); `encode_event` is the only way out (a JSON-ready dict).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, Union, get_args
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -30,8 +30,8 @@ from shared.errors import EventDecodeError
 from shared.money import Amount, Currency
 
 __all__ = [
-    "Event", "EventDecodeError", "EVENT_TYPES", "SUPPORTED_SCHEMA_VERSIONS",
-    "decode_event", "encode_event", "utc_now",
+    "Event", "EventDecodeError", "EVENT_CLASSES", "EVENT_TYPES", "SUPPORTED_SCHEMA_VERSIONS",
+    "decode_event", "encode_event", "utc_now", "event_type_of", "topic_of", "topics_carrying",
     "OrderItem", "Items", "Sku", "Quantity", "CustomerId",
     "InventoryRejectionReason", "PaymentDeclineReason", "PaymentFailureReason", "ConfirmationFailureReason",
     "CancellationReason",
@@ -212,18 +212,35 @@ Event: TypeAlias = Annotated[
     ],
     Field(discriminator="event_type"),
 ]
+"""Any event of the catalog, discriminated by `event_type`. This union is the one list of the
+events: a new event class is added here, and `EVENT_TYPES`, the decoder and every service's
+subscriptions (`topics_carrying`) follow from it."""
 
 _EVENT = TypeAdapter(Event)
 
-EVENT_TYPES: dict[str, type[_Event]] = {
-    cls.model_fields["event_type"].default: cls
-    for cls in (
-        OrderCreated, OrderConfirmed, OrderConfirmationFailed, OrderCancelled,
-        InventoryReserved, InventoryRejected, InventoryReleased, InventoryCommitted,
-        PaymentCompleted, PaymentFailed, PaymentRefunded,
-    )
-}
+def event_type_of(cls: type[_Event]) -> str:
+    """The `event_type` string of an event class, e.g. "ORDER_CREATED"."""
+    return cls.model_fields["event_type"].default
+
+
+EVENT_CLASSES: tuple[type[_Event], ...] = get_args(get_args(Event)[0])
+"""Every event class, in the union's order."""
+
+EVENT_TYPES: dict[str, type[_Event]] = {event_type_of(cls): cls for cls in EVENT_CLASSES}
 """event_type → model class."""
+
+
+def topic_of(cls: type[_Event]) -> str:
+    """The Kafka topic that carries events of class `cls` (from its aggregate type, e.g.
+    OrderCreated → "events.order"). KeyError for a class whose aggregate type has no topic."""
+    return topics.topic_for(cls.aggregate_type)
+
+
+def topics_carrying(event_classes: Iterable[type[_Event]]) -> list[str]:
+    """The topics a consumer must subscribe to in order to receive every one of `event_classes`
+    (e.g. the keys of its handler tables): each topic once, in `shared.topics.TOPICS` order."""
+    wanted = {topic_of(cls) for cls in event_classes}
+    return [topic for topic in topics.TOPICS.values() if topic in wanted]
 
 
 def decode_event(raw: bytes | bytearray | str | Mapping[str, Any]) -> Event:
