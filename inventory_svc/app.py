@@ -27,8 +27,8 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
     `settings` default to InventorySettings() read from the environment. It subscribes to the topics that
     carry the events its handler table handles (`shared.events.topics_carrying`)."""
     settings = settings or InventorySettings()
-    handlers = bind_handlers(settings)
-    runtime = ServiceRuntime(settings, handlers, topics=topics_carrying(handlers))
+    event_handlers = bind_handlers(settings)
+    runtime = ServiceRuntime(settings, event_handlers, topics=topics_carrying(event_handlers))
 
     @runtime.app.page("/stock")
     class Stock(View):

@@ -83,11 +83,11 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     carry the events its handler table handles (`shared.events.topics_carrying`). It also consumes its own topic, where a foreign ORDER_CREATED is adopted
     (`bind_foreign_handlers`)."""
     settings = settings or OrderSettings()
-    handlers, foreign_handlers = bind_handlers(settings), bind_foreign_handlers(settings)
+    event_handlers, foreign_handlers = bind_handlers(settings), bind_foreign_handlers(settings)
     runtime = ServiceRuntime(
         settings,
-        handlers,
-        topics=topics_carrying([*handlers, *foreign_handlers]),  # its own topic too: foreign ORDER_CREATED
+        event_handlers,
+        topics=topics_carrying([*event_handlers, *foreign_handlers]),  # its own topic too: foreign ORDER_CREATED
         on_committed=count_finished_sagas,
         foreign_handlers=foreign_handlers,
     )

@@ -27,8 +27,8 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
     `settings` default to PaymentSettings() read from the environment. It subscribes to the topics that
     carry the events its handler table handles (`shared.events.topics_carrying`)."""
     settings = settings or PaymentSettings()
-    handlers = bind_handlers(settings)
-    runtime = ServiceRuntime(settings, handlers, topics=topics_carrying(handlers))
+    event_handlers = bind_handlers(settings)
+    runtime = ServiceRuntime(settings, event_handlers, topics=topics_carrying(event_handlers))
 
     @runtime.app.page("/accounts")
     class Accounts(View):
