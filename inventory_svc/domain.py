@@ -1,4 +1,6 @@
-"""Stock rules. Pure functions.
+"""Stock rules. Pure decide functions: each takes the order's reservation (None: none yet) and
+what happened, and returns the reservation after the fact and the event to emit (`Outcome`);
+none touches a database and no business outcome is an exception.
 
 One reservation row per order records what inventory_svc decided for it, and is what a
 redelivered event of any age is checked against (SPEC I8):
@@ -13,7 +15,8 @@ commit) changes nothing and emits nothing.
 
 An order is reserved whole or not at all. Unknown SKUs are reported before short
 ones: an order naming an unknown SKU is rejected `unknown_sku` even if another item
-is also short. The rejected SKUs are listed in sorted order.
+is also short. The rejected SKUs are listed in sorted order (`check_availability` returns
+the `Rejection`).
 
 Stock (I2): a reservation's units sit in `available` until it is RESERVED, in `reserved`
 while it is, and go back to `available` (RELEASED) or on to `sold` (COMMITTED); a REJECTED
@@ -29,7 +32,6 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import DomainError
 from shared.events import (
     InventoryCommitted,
     InventoryRejected,
@@ -49,20 +51,12 @@ class ReservationStatus(StrEnum):
     REJECTED = "REJECTED"
 
 
-class StockUnavailable(DomainError):
-    """The order cannot be reserved; `skus` are the offending SKUs (sorted)."""
+@dataclass(frozen=True)
+class Rejection:
+    """Why an order cannot be reserved: `reason` and the offending SKUs, sorted."""
 
-    def __init__(self, skus: Iterable[str]) -> None:
-        self.skus = tuple(sorted(skus))
-        super().__init__(f"{self.reason}: {', '.join(self.skus)}")
-
-
-class UnknownSku(StockUnavailable):
-    reason = "unknown_sku"
-
-
-class OutOfStock(StockUnavailable):
-    reason = "out_of_stock"
+    reason: InventoryRejectionReason
+    skus: tuple[str, ...]
 
 
 class SetStock(BaseModel):
@@ -73,16 +67,18 @@ class SetStock(BaseModel):
     available: Annotated[int, Field(strict=True, ge=0, le=1_000_000_000)]
 
 
-def check_availability(items: Iterable[OrderItem], available: Mapping[str, int]) -> None:
-    """Raise UnknownSku or OutOfStock unless every item can be reserved from `available`
-    (SKU → available count, listing only SKUs that exist)."""
+def check_availability(items: Iterable[OrderItem], available: Mapping[str, int]) -> Rejection | None:
+    """None when every item can be reserved from `available` (SKU → available units, listing
+    only SKUs that exist), else the Rejection: unknown_sku naming the unknown SKUs if any,
+    else out_of_stock naming the short ones. Raises nothing."""
     items = list(items)
     unknown = [item.sku for item in items if item.sku not in available]
     if unknown:
-        raise UnknownSku(unknown)
+        return Rejection("unknown_sku", tuple(sorted(unknown)))
     short = [item.sku for item in items if available[item.sku] < item.quantity]
     if short:
-        raise OutOfStock(short)
+        return Rejection("out_of_stock", tuple(sorted(short)))
+    return None
 
 
 StockColumn = Literal["available", "reserved", "sold"]
@@ -128,9 +124,8 @@ def on_order_created(
     if reservation is not None:
         return reservation, None
     items = tuple(created.items)
-    try:
-        check_availability(items, available)
-    except StockUnavailable as rejection:
+    rejection = check_availability(items, available)
+    if rejection is not None:
         rejected = Reservation(created.order_id, reservation_id, ReservationStatus.REJECTED, items,
                                reason=rejection.reason, skus=rejection.skus)
         return rejected, InventoryRejected(order_id=created.order_id, occurred_at=utc_now(), reason=rejection.reason,

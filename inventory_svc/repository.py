@@ -141,4 +141,5 @@ async def stock_level(connection: asyncpg.Connection, sku: str) -> dict[str, Any
 
 
 async def stock_levels(connection: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every SKU as {sku, available, reserved, sold} (units), in SKU order."""
     return [dict(row) for row in await connection.fetch(_STOCK_LEVELS)]

@@ -1,4 +1,6 @@
-"""Payment rules. Pure functions.
+"""Payment rules. Pure decide functions: each takes the order's payment (None: none yet) and
+what happened, and returns the payment after the fact and the event to emit (`Outcome`); none
+touches a database and no business outcome is an exception.
 
 One payment row per order records every decision payment_svc made for it, and is what a
 redelivered event of any age is checked against (SPEC I8):
@@ -15,11 +17,12 @@ is the same money: nothing held. Every other event meeting a row is a fact alrea
 handlers decide under one lock per order (the saga lock of shared/uow.py), so a charge and
 a void of one order never interleave.
 
-A charge is checked in this order, the first failing rule naming the decline:
-  1. the customer has an account            else UnknownCustomer   (unknown_customer)
-  2. amount <= the per-order limit          else LimitExceeded     (limit_exceeded)
-  3. the account holds the order's currency else InsufficientFunds (insufficient_funds)
-  4. balance >= amount                      else InsufficientFunds (insufficient_funds)
+A charge is checked in this order, the first failing rule naming the decline (`authorize`
+returns a `Decline` with that reason; no business outcome is an exception):
+  1. the customer has an account            else unknown_customer
+  2. amount <= the per-order limit          else limit_exceeded
+  3. the account holds the order's currency else insufficient_funds
+  4. balance >= amount                      else insufficient_funds
 
 An account holds one currency and there is no conversion: a customer with a EUR
 account has no USD to pay with, which is what `insufficient_funds` says (the decline's
@@ -43,6 +46,7 @@ from shared.events import (
     ConfirmationFailureReason,
     InventoryReserved,
     PaymentCompleted,
+    PaymentDeclineReason,
     PaymentFailed,
     PaymentFailureReason,
     PaymentRefunded,
@@ -58,20 +62,20 @@ class PaymentStatus(StrEnum):
     VOIDED = "VOIDED"
 
 
-class PaymentDeclined(DomainError):
-    """The charge was refused; `reason` is the PAYMENT_FAILED reason."""
+@dataclass(frozen=True)
+class Decline:
+    """A refused charge: `reason` is the PAYMENT_FAILED reason, `detail` says why, for people."""
+
+    reason: PaymentDeclineReason
+    detail: str
 
 
-class UnknownCustomer(PaymentDeclined):
+class UnknownCustomer(DomainError):
+    """Money was to be credited to a customer without an account (payment_svc/repository.py):
+    never a decision of the rules, which decline a charge for such a customer (`authorize`), but
+    a record that refers to an account that no longer exists. The record is a dead letter."""
+
     reason = "unknown_customer"
-
-
-class LimitExceeded(PaymentDeclined):
-    reason = "limit_exceeded"
-
-
-class InsufficientFunds(PaymentDeclined):
-    reason = "insufficient_funds"
 
 
 @dataclass(frozen=True)
@@ -92,17 +96,18 @@ class SetAccount(BaseModel):
 
 def authorize(
     account: Account | None, customer_id: str, amount: Decimal, currency: str, per_order_limit: Decimal
-) -> Decimal:
-    """The balance after charging `amount` `currency` to `account`, or the
-    PaymentDeclined subclass of the first rule that fails (see the module doc)."""
+) -> Decimal | Decline:
+    """The balance after charging `amount` `currency` to `account` (None: the customer has no
+    account), or the Decline of the first rule that fails (see the module doc). `amount` and
+    `per_order_limit` are in the order's currency, to the cent. Raises nothing."""
     if account is None:
-        raise UnknownCustomer(f"customer {customer_id} has no account")
+        return Decline("unknown_customer", f"customer {customer_id} has no account")
     if amount > per_order_limit:
-        raise LimitExceeded(f"{amount} {currency} is above the per-order limit of {per_order_limit}")
+        return Decline("limit_exceeded", f"{amount} {currency} is above the per-order limit of {per_order_limit}")
     if currency != account.currency:
-        raise InsufficientFunds(f"the account of {customer_id} holds {account.currency}, not {currency}")
+        return Decline("insufficient_funds", f"the account of {customer_id} holds {account.currency}, not {currency}")
     if account.balance < amount:
-        raise InsufficientFunds(f"balance {account.balance} {currency} is below {amount}")
+        return Decline("insufficient_funds", f"balance {account.balance} {currency} is below {amount}")
     return account.balance - amount
 
 
@@ -148,12 +153,11 @@ def on_inventory_reserved(
         declined = replace(payment, status=PaymentStatus.DECLINED, **charge,
                            detail=f"the order was given up before it was charged ({payment.reason})")
         return declined, _failed(reserved, payment.reason)
-    try:
-        authorize(account, reserved.customer_id, reserved.amount, reserved.currency, per_order_limit)
-    except PaymentDeclined as decline:
-        declined = Payment(reserved.order_id, payment_id, PaymentStatus.DECLINED, **charge, reason=decline.reason,
-                           detail=str(decline))
-        return declined, _failed(reserved, decline.reason)
+    decision = authorize(account, reserved.customer_id, reserved.amount, reserved.currency, per_order_limit)
+    if isinstance(decision, Decline):
+        declined = Payment(reserved.order_id, payment_id, PaymentStatus.DECLINED, **charge, reason=decision.reason,
+                           detail=decision.detail)
+        return declined, _failed(reserved, decision.reason)
     captured = Payment(reserved.order_id, payment_id, PaymentStatus.CAPTURED, **charge)
     return captured, PaymentCompleted(order_id=reserved.order_id, occurred_at=utc_now(), payment_id=payment_id,
                                       amount=reserved.amount, currency=reserved.currency)

@@ -114,6 +114,7 @@ async def account(connection: asyncpg.Connection, customer_id: str) -> dict[str,
 
 
 async def accounts(connection: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every account as {customer, balance ("12.50"), currency}, in customer order."""
     return [_account_view(row) for row in await connection.fetch(_ACCOUNTS)]
 
 
