@@ -8,7 +8,7 @@ side by side.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -88,28 +88,12 @@ async def reservation(connection: asyncpg.Connection, order_id: UUID) -> Reserva
     )
 
 
-async def save_reservation(connection: asyncpg.Connection, reservation: Reservation) -> None:
-    """Insert the order's reservation row, or set its status."""
-    await connection.execute(_SAVE_RESERVATION, *_reservation_values(reservation))
-
-
-async def move_units(
-    connection: asyncpg.Connection, items: Sequence[OrderItem], source: StockColumn, target: StockColumn
-) -> None:
-    """Move each item's quantity from the `source` stock column to `target`. The caller holds
-    the SKU rows' locks (`lock_stock`); the table refuses a count below zero."""
-    deltas = _deltas(source, target)
-    await connection.execute(
-        _MOVE_STOCK, [item.sku for item in items], [item.quantity for item in items], *deltas
-    )
-
-
 async def record(
     connection: asyncpg.Connection, reservation: Reservation, moves: tuple[StockColumn, StockColumn] | None
 ) -> None:
-    """Save the order's reservation row (`save_reservation`) and, with `moves` (source, target),
-    move each of its items' quantity between those stock columns (`move_units`), in one
-    statement. The caller holds the SKU rows' locks; the table refuses a count below zero."""
+    """Insert the order's reservation row, or set its status; and, with `moves` (source, target),
+    move each of its items' quantity from the `source` stock column to `target`: one statement.
+    The caller holds the SKU rows' locks (`lock_stock`); the table refuses a count below zero."""
     items = reservation.items if moves is not None else ()
     deltas = _deltas(*moves) if moves is not None else (0, 0, 0)
     await connection.execute(

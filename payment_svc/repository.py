@@ -19,10 +19,6 @@ _LOCK_ACCOUNT = """
 SELECT customer_id, balance, currency FROM accounts WHERE customer_id = $1 FOR UPDATE
 """
 
-_ADD_TO_BALANCE = """
-UPDATE accounts SET balance = balance + $2, updated_at = now() WHERE customer_id = $1
-"""
-
 _PAYMENT = """
 SELECT order_id, payment_id, status, customer_id, amount, currency, reason, detail
 FROM payments WHERE order_id = $1
@@ -67,13 +63,6 @@ async def lock_account(connection: asyncpg.Connection, customer_id: str) -> Acco
     """The customer's account, its row locked until the transaction ends; None if none."""
     row = await connection.fetchrow(_LOCK_ACCOUNT, customer_id)
     return Account(row["customer_id"], row["balance"], row["currency"]) if row else None
-
-
-async def add_to_balance(connection: asyncpg.Connection, customer_id: str, delta: Decimal) -> None:
-    """Credit (delta > 0) or debit (delta < 0) the account; the table refuses a negative
-    balance, and a missing account is UnknownCustomer (money is never credited to nobody)."""
-    if await connection.execute(_ADD_TO_BALANCE, customer_id, delta) != "UPDATE 1":
-        raise UnknownCustomer(f"customer {customer_id} has no account")
 
 
 async def payment(connection: asyncpg.Connection, order_id: UUID) -> Payment | None:

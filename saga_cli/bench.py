@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 
 import httpx

@@ -25,7 +25,6 @@ from saga_cli.kafka import (
     KafkaEvent,
     decode_record,
     fetch,
-    iso_time,
     kafka_consumer,
     partition_for_key,
     partitions_by_topic,

@@ -6,8 +6,6 @@ pausing the orders-outbox connector (their ORDER_CREATED waits in the WAL), as a
 participant that cannot keep up would."""
 from __future__ import annotations
 
-import asyncio
-import time
 
 import asyncpg
 import httpx
