@@ -92,10 +92,13 @@ class ServiceSettings(BaseSettings):
     consumer_stall_seconds: float = Field(30.0, gt=0)
     """Readiness fails when the consumer has lag and settled no record for this long (a stalled
     consumer: a database that does not answer, a handler that waits, a fetch that stopped)."""
-    consumer_fetch_max_wait_ms: int = Field(25, ge=1, le=1500)
-    """The longest the broker holds a fetch with no new data (faust: 1500). It bounds how long a
-    record on a partition left out of the fetch in flight waits (shared/kafka_consumer.py); an
-    idle consumer makes one empty fetch per interval."""
+    consumer_fetch_max_wait_ms: int = Field(250, ge=1, le=1500)
+    """The longest the broker holds a fetch with no new data (faust: 1500). An idle consumer makes
+    one empty fetch per interval: at 25 ms the three services and the broker spent about 0.35 of a
+    core doing nothing, at 250 ms about 0.15 (BENCHMARKS.md, "Idle"). A fetch returns as soon as
+    any of its partitions has data, so a record waits this long only on a partition left out of
+    the fetch in flight (one paused while every slot was busy, shared/kafka_consumer.py); at 10
+    sagas/s the e2e p50 stayed at 55–57 ms."""
     outbox_retention: Duration = Field(timedelta(hours=1), gt=timedelta(0), validation_alias="SAGA_OUTBOX_RETENTION")
     """Outbox rows (and heartbeat rows) older than this are purged. Delivery does not need them
     once committed (Debezium reads the WAL); they stay to be inspected and for the order timeline."""
