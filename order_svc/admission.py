@@ -21,8 +21,15 @@ limit, with no constant tuned to this one. `floor` keeps a cold or idle system (
 open; when a participant is down nothing finishes, and the limit falls to `floor`: new
 sagas are refused rather than left to run into their deadline.
 
-Between two readings, each admission counts as one more saga in flight, so a burst cannot
-overshoot the limit by more than one reading's worth.
+Each admission counts as one more saga in flight until a reading includes it, so a burst
+cannot overshoot the limit.
+
+L is the standing load, not the last reading: the fewest sagas in flight over the last
+`standing_s` seconds (CoDel's rule for a standing queue, Nichols & Jacobson, "Controlling
+Queue Delay", ACM Queue 2012). A pause of a fraction of a second — a garbage collection, a
+checkpoint — piles sagas up for a moment and they drain right after; refusing then would
+turn away orders the machine finishes in time. A load the machine cannot carry keeps L high
+for the whole second and is refused.
 
 A saga placed more than `recent_s` seconds ago and still in flight is not load: an admitted
 saga finishes in about `target` seconds, so one that old waits on something that is down (it
@@ -33,12 +40,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Admission", "SagaLoad", "Refusal", "Overloaded", "MEASURE_INTERVAL_S"]
 
 MEASURE_INTERVAL_S = 0.25
 """Seconds between two readings of the sagas in flight and finished (two indexed counts)."""
+
+STANDING_S = 1.0
+"""Seconds over which the fewest sagas in flight is the standing load (the module's note)."""
 
 RECENT_S = 10.0
 """Sagas placed longer ago than this are not counted in flight (the module's last note): many
@@ -91,28 +103,35 @@ class Admission:
     `target_s`: the expected seconds a saga may spend in the system (L/λ), > 0.
     `floor`: sagas always admitted in flight, ≥ 1. `window_s`: seconds over which λ is read.
     `recent_s`: only sagas placed this recently count as in flight (see the module's note).
+    `standing_s`: seconds of readings whose fewest sagas in flight is the standing load.
     `enabled` False admits everything (the measurement still runs, for /metrics)."""
 
     def __init__(self, *, target_s: float, floor: int, window_s: float = 2.0, recent_s: float = RECENT_S,
-                 enabled: bool = True) -> None:
-        if target_s <= 0 or floor < 1 or window_s <= 0 or recent_s <= 0:
-            raise ValueError("target_s, window_s and recent_s must be positive and floor at least 1")
+                 standing_s: float = STANDING_S, enabled: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if target_s <= 0 or floor < 1 or window_s <= 0 or recent_s <= 0 or standing_s < 0:
+            raise ValueError("target_s, window_s and recent_s must be positive, standing_s not negative "
+                             "and floor at least 1")
         self.target_s = target_s
         self.floor = floor
         self.window_s = window_s
         self.recent_s = recent_s
+        self.standing_s = standing_s
         self.enabled = enabled
+        self.clock = clock
         self.load: SagaLoad | None = None
-        self._admitted_since_reading = 0
-        self.measured_at: float | None = None
+        self._readings: deque[tuple[float, int, int]] = deque()
+        """(when, sagas in flight, `admitted` then) of each reading of the last `standing_s` seconds."""
         self.admitted = 0
         self.refused = 0
 
     def observe(self, load: SagaLoad) -> None:
         """A new reading: it includes every saga admitted before it was taken."""
+        now = self.clock()
         self.load = load
-        self._admitted_since_reading = 0
-        self.measured_at = time.monotonic()
+        self._readings.append((now, load.in_flight, self.admitted))
+        while self._readings[0][0] < now - self.standing_s:
+            self._readings.popleft()
 
     @property
     def limit(self) -> int:
@@ -123,15 +142,17 @@ class Admission:
 
     @property
     def in_flight(self) -> int:
-        """The last reading's sagas in flight plus those admitted since."""
-        return (self.load.in_flight if self.load is not None else 0) + self._admitted_since_reading
+        """The standing sagas in flight (the module's note): over the readings of the last
+        `standing_s` seconds, the fewest of (sagas in flight then + sagas admitted since)."""
+        if not self._readings:
+            return self.admitted
+        return min(count + self.admitted - admitted_then for _, count, admitted_then in self._readings)
 
     def admit(self) -> Refusal | None:
         """None when one more saga may start (it is counted as in flight at once); otherwise the
         Refusal to answer with (503, Retry-After)."""
         in_flight, limit = self.in_flight, self.limit
         if not self.enabled or in_flight < limit:
-            self._admitted_since_reading += 1
             self.admitted += 1
             return None
         self.refused += 1
