@@ -3,7 +3,7 @@ what happened, and returns the reservation after the fact and the event to emit 
 none touches a database and no business outcome is an exception.
 
 One reservation row per order records what inventory_svc decided for it, and is what a
-redelivered event of any age is checked against (SPEC I8):
+redelivered event of any age is checked against (docs/contract/invariants.md, I8):
 
     (none) ──ORDER_CREATED, every item available──▶ RESERVED ──PAYMENT_FAILED / PAYMENT_REFUNDED──▶ RELEASED (C1)
        │                                               └──────ORDER_CONFIRMED──────────────────────▶ COMMITTED

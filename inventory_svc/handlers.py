@@ -4,7 +4,7 @@ Each handler runs under the order's lock (the unit of work takes it first), load
 reservation row, lets `domain` decide, then records: the reservation row, the order's units
 moved between the stock columns exactly as the reservation's status moved them
 (`Reservation.units_in`), and the event. A row already
-decided turns every later or repeated event into a no-op, whatever its age (SPEC I8).
+decided turns every later or repeated event into a no-op, whatever its age (docs/contract/invariants.md, I8).
 """
 from __future__ import annotations
 

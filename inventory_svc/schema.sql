@@ -6,10 +6,11 @@
 --   RESERVED → RELEASED (C1) or RESERVED → COMMITTED (sold), each move at most once;
 --   REJECTED: the order could not be reserved, `reason` (out_of_stock, unknown_sku) and
 --   `rejected_skus` say why; it never held stock. `items` is the order's [{sku, quantity}].
---   The row, not only the inbox, guards against redelivery (SPEC I8): an ORDER_CREATED of any
---   age that meets a decided row changes nothing, so a rejected order is never reserved later
---   (say once the SKU is restocked). A rejection is a status of the same row rather than a
---   table of its own so that every decision about an order meets on one key (order_id UNIQUE).
+--   The row, not only the inbox, guards against redelivery (docs/contract/invariants.md, I8):
+--   an ORDER_CREATED of any age that meets a decided row changes nothing, so a rejected order
+--   is never reserved later (say once the SKU is restocked). A rejection is a status of the
+--   same row rather than a table of its own so that every decision about an order meets on one
+--   key (order_id UNIQUE).
 CREATE TABLE IF NOT EXISTS stock (
     sku        text        PRIMARY KEY,
     available  bigint      NOT NULL DEFAULT 0 CHECK (available >= 0),

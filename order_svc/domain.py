@@ -9,7 +9,7 @@ Status (the public state) and what moves it:
        └──INVENTORY_REJECTED──▶ CANCELLED (out_of_stock / unknown_sku)
     CANCELLING ──INVENTORY_RELEASED or INVENTORY_REJECTED──▶ CANCELLED (the reason recorded before)
 
-Cancellation and the deadline never wait for a step that may not come (SPEC §4.5): the
+Cancellation and the deadline never wait for a step that may not come (docs/contract/flows.md): the
 moment the customer cancels or the deadline passes (order_svc's own timer, see
 `on_deadline`), a PENDING order becomes CANCELLING and ORDER_CONFIRMATION_FAILED goes out,
 whatever step the saga is at. payment_svc answers it with a refund if it charged the order,

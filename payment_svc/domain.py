@@ -3,19 +3,19 @@ what happened, and returns the payment after the fact and the event to emit (`Ou
 touches a database and no business outcome is an exception.
 
 One payment row per order records every decision payment_svc made for it, and is what a
-redelivered event of any age is checked against (SPEC I8):
+redelivered event of any age is checked against (docs/contract/invariants.md, I8):
 
     (none) ──INVENTORY_RESERVED, authorized──▶ CAPTURED ──ORDER_CONFIRMATION_FAILED──▶ REFUNDED
        │   └──INVENTORY_RESERVED, declined───▶ DECLINED (the decline's reason)
        └──ORDER_CONFIRMATION_FAILED──▶ VOIDED ──INVENTORY_RESERVED──▶ DECLINED (the void's reason)
 
-A void is the order given up (cancelled by the customer, or past its deadline) before
-payment_svc charged it: the reservation that comes later is declined with the void's reason,
-so the stock goes back (SPEC §4.5). Whichever of the two events arrives first, the outcome
-is the same money: nothing held. Every other event meeting a row is a fact already decided
-(a redelivery, or an order given up after its charge was declined) and changes nothing. The
-handlers decide under one lock per order (the saga lock of shared/uow.py), so a charge and
-a void of one order never interleave.
+A void is the order given up (cancelled by the customer, or past its deadline) before payment_svc
+charged it: the reservation that comes later is declined with the void's reason, so the stock goes
+back (docs/contract/flows.md, Cancellation and the deadline). Whichever of the two events arrives
+first, the outcome is the same money: nothing held. Every other event meeting a row is a fact
+already decided (a redelivery, or an order given up after its charge was declined) and changes
+nothing. The handlers decide under one lock per order (the saga lock of shared/uow.py), so a
+charge and a void of one order never interleave.
 
 A charge is checked in this order, the first failing rule naming the decline (`authorize`
 returns a `Decline` with that reason; no business outcome is an exception):

@@ -1,4 +1,5 @@
-"""payment_svc: charge reserved orders, refund or void those given up (C3, SPEC §4.5).
+"""payment_svc: charge reserved orders, refund or void those given up (C3; docs/contract/flows.md,
+Cancellation and the deadline).
 
 Each handler runs under the order's lock (the unit of work takes it first: one lock per order
 for every decision, so a charge and a void never interleave), loads its payment row, lets

@@ -10,10 +10,11 @@
 --   VOIDED    the order was given up (ORDER_CONFIRMATION_FAILED) before payment_svc saw its
 --             reservation: no customer, amount or currency known yet; the reservation, when it
 --             comes, is declined with `reason` (→ DECLINED)
---   The row, not only the inbox, guards against redelivery (SPEC I8): an event of any age that
---   meets a decided row changes nothing, so a declined or voided order is never charged later.
---   A void is a status of the same row rather than a table of its own so that the charge and
---   the void of one order meet on one key (order_id UNIQUE) and one lock (the saga lock the unit of work takes, shared/uow.py).
+--   The row, not only the inbox, guards against redelivery (docs/contract/invariants.md, I8): an
+--   event of any age that meets a decided row changes nothing, so a declined or voided order is
+--   never charged later. A void is a status of the same row rather than a table of its own so that
+--   the charge and the void of one order meet on one key (order_id UNIQUE) and one lock (the saga
+--   lock the unit of work takes, shared/uow.py).
 --   Per customer (I3): balance_initial = balance + captured - refunded.
 CREATE TABLE IF NOT EXISTS accounts (
     customer_id text          PRIMARY KEY,

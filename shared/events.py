@@ -8,7 +8,7 @@ Rules that hold for every decoded or constructed event:
   * money is `shared.money.Amount` (> 0, exactly two places, a string on the wire)
     next to an active ISO-4217 `Currency`;
   * ``items`` is a non-empty tuple of {sku, quantity > 0} with distinct skus;
-  * reasons are the closed vocabularies of SPEC §3;
+  * reasons are the closed vocabularies of docs/contract/events.md;
   * unknown extra fields are ignored (tolerant reader); a change that old readers
     would misread bumps ``schema_version`` instead.
 
@@ -54,7 +54,8 @@ InventoryRejectionReason = Literal["out_of_stock", "unknown_sku"]
 PaymentDeclineReason = Literal["insufficient_funds", "limit_exceeded", "unknown_customer"]
 """Why a charge was refused by the account's rules (payment_svc/domain.py)."""
 ConfirmationFailureReason = Literal["cancelled_by_customer", "deadline_exceeded"]
-"""Why order_svc gave an order up: the customer cancelled it, or its deadline passed (SPEC §4.5)."""
+"""Why order_svc gave an order up: the customer cancelled it, or its deadline passed
+(docs/contract/flows.md, Cancellation and the deadline)."""
 PaymentFailureReason = Literal[PaymentDeclineReason, ConfirmationFailureReason]
 """A PAYMENT_FAILED's reason: a decline, or the reason of a void — the order was given up
 before it was charged, and payment_svc declines its reservation with that reason."""

@@ -143,9 +143,9 @@ def _short(value: str | None) -> str | None:
 
 
 def message_context(message: Any) -> dict[str, Any]:
-    """What every log line about one Kafka message carries (an IncomingMessage: headers per
-    SPEC §2, key, coordinates). Empty headers become None; the saga id falls back to the key;
-    values are cut to LOGGED_HEADER_CHARS."""
+    """What every log line about one Kafka message carries (an IncomingMessage: headers as
+    docs/contract/events.md lists them, key, coordinates). Empty headers become None; the saga
+    id falls back to the key; values are cut to LOGGED_HEADER_CHARS."""
     headers: Mapping[str, str] = message.headers
     return {
         "saga_id": _short(headers.get(Header.SAGA_ID) or message.key_text),

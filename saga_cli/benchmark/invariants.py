@@ -1,4 +1,5 @@
-"""The saga's invariants (SPEC §5), checked over the three databases and the topics for a set of sagas.
+"""The saga's invariants (docs/contract/invariants.md), checked over the three databases and the
+topics for a set of sagas.
 
     report = await check(settings, order_ids, seeded, since_ms=started_ms)
     assert report.violations == []

@@ -4,7 +4,7 @@
 
 It starts a private Kafka broker of its own (KRaft, the stack's jars, a temporary folder,
 listening on 127.0.0.1 only), so the running stack's topics and services never see a record of
-it; writes `--sagas` synthetic sagas to its four topics — the flows of SPEC §4 in the load's mix
+it; writes `--sagas` synthetic sagas to its four topics — the flows of docs/contract/flows.md in the load's mix
 (85 % happy, 5 % out of stock, 8 % declined, 2 % cancelled after payment), one in 750 left in
 flight (stuck) and 1 % with a dead letter, each record with the key and headers the services' events
 carry, timestamps spread over the last hour — then serves the board against it, in this process,

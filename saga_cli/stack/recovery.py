@@ -1,4 +1,4 @@
-"""Bringing back a connector whose replication slot was lost, without a gap (SPEC §5 I5).
+"""Bringing back a connector whose replication slot was lost, without a gap (docs/contract/invariants.md, I5).
 
     report = recover(StackSettings(), "orders-outbox", since_ms=None, say=print)
 

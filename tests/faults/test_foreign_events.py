@@ -1,13 +1,13 @@
 """Events from outside: a published ORDER_CREATED starts a saga; forged, altered or misplaced events change nothing.
 
-SPEC §6: anyone may start a saga by publishing an ORDER_CREATED to events.order (key = the
-order id, eventType header, an optional id header, the event's JSON). order_svc adopts it,
-emits the saga's own signed ORDER_CREATED caused by it, and the saga runs as for a placed
-order; the same record again changes nothing; another order under a taken id, or one that
-fails validation, is a dead letter. Every other event is acted on only when the service
-that owns its type signed it for the saga its key names (I9): a hand-written PAYMENT_COMPLETED,
-a genuine event replayed under another order's key or with a field changed, one signed with
-a key no service accepts or by the wrong service are dead letters "unauthenticated: …".
+docs/contract/interfaces.md, Starting a saga from Kafka: anyone may start a saga by publishing an
+ORDER_CREATED to events.order (key = the order id, eventType header, an optional id header, the
+event's JSON). order_svc adopts it, emits the saga's own signed ORDER_CREATED caused by it, and the
+saga runs as for a placed order; the same record again changes nothing; another order under a taken
+id, or one that fails validation, is a dead letter. Every other event is acted on only when the
+service that owns its type signed it for the saga its key names (I9): a hand-written
+PAYMENT_COMPLETED, a genuine event replayed under another order's key or with a field changed, one
+signed with a key no service accepts or by the wrong service are dead letters "unauthenticated: …".
 
 The tests publish as Kafka's console producer would (tests/support/foreign.py) and watch as a
 user does: `saga order show`, `saga trace`, `saga stock show`, `saga account show`,
@@ -36,7 +36,8 @@ from tests.support.saga import (
 pytestmark = pytest.mark.faults
 
 HAPPY_CHAIN = ("ORDER_CREATED", "INVENTORY_RESERVED", "PAYMENT_COMPLETED", "ORDER_CONFIRMED", "INVENTORY_COMMITTED")
-"""What order_svc's own ORDER_CREATED starts for an order that can be served and paid (SPEC §4.1)."""
+"""What order_svc's own ORDER_CREATED starts for an order that can be served and paid
+(docs/contract/flows.md, 1. Happy path)."""
 DECLINED_CHAIN = ("ORDER_CREATED", "INVENTORY_RESERVED", "PAYMENT_FAILED", "INVENTORY_RELEASED", "ORDER_CANCELLED")
 FROZEN_AT_MOST = 15.0
 """The longest payment_svc stays frozen (SIGSTOP) while a test watches a forged event be refused."""
@@ -73,7 +74,7 @@ def assert_chain(events: list[dict], first: dict) -> None:
 HEADER_SETS = {
     "id-eventType-sagaId": ("id", "eventType", "sagaId"),
     "eventType-sagaId": ("eventType", "sagaId"),
-    "eventType-only": ("eventType",),  # SPEC §6's console producer: the id header is optional
+    "eventType-only": ("eventType",),  # console producer (docs/contract/interfaces.md): the id header is optional
 }
 
 

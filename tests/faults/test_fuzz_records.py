@@ -8,11 +8,11 @@ id/eventType, real event types, 300 of them, now and then a name that is not UTF
 Kafka client cannot parse the record), keys absent, empty, binary or huge —
 while a few dozen sagas are placed. Afterwards: every service is the same process and
 healthy, every connector RUNNING; every record on an event topic is dead-lettered,
-exactly once, by each consumer that looks at it (SPEC §4: a consumer skips another
-service's known event type by its eventType header); none of the sagas' own events is a
-dead letter; every saga is terminal with I1–I6 intact. Nothing consumes
-events.deadletter: there `saga dlq list` must still work and list every genuine dead
-letter.
+exactly once, by each consumer that looks at it (docs/contract/events.md, Who consumes
+what: a consumer skips another service's known event type by its eventType header); none
+of the sagas' own events is a dead letter; every saga is terminal with I1–I6 intact.
+Nothing consumes events.deadletter: there `saga dlq list` must still work and list every
+genuine dead letter.
 
 The run is deterministic for a seed: SAGA_FUZZ_SEED and SAGA_FUZZ_RECORDS (records per
 topic) override FUZZ_SEED and FUZZ_RECORDS for longer local runs. No generated record is

@@ -1,8 +1,8 @@
 """Hostile records on events.order: each is dead-lettered once by each consumer, and nothing stops.
 
-SPEC §4: a record that cannot be decoded (any bytes, any size, any headers) goes to the
-dead-letter topic as a bounded, safe copy plus the error, and the consumer moves on
-without blocking its partition; no record's content can stop a service or a connector
+docs/contract/invariants.md, I7: a record that cannot be decoded (any bytes, any size, any
+headers) goes to the dead-letter topic as a bounded, safe copy plus the error, and the consumer
+moves on without blocking its partition; no record's content can stop a service or a connector
 (I7). Each test here plays a bad producer with one record — NUL bytes, JSON nested
 100,000 deep, 600 kB of quotes, an empty header name, no key, bytes that are not UTF-8
 anywhere, a header name that is not UTF-8 (which aiokafka's producer cannot even send,
@@ -240,7 +240,8 @@ def valid_record(partition: int) -> tuple[Hostile, str]:
 
 async def settled_by_payment_svc(settings, record: Hostile, event_id: str, timeout: float) -> str:
     """How payment_svc settled a valid event within `timeout`: "handled" (its inbox has the event
-    id), "dead-lettered" (an unsigned event once events are authenticated, SPEC §6), or ""."""
+    id), "dead-lettered" (an unsigned event once events are authenticated: docs/contract/events.md,
+    Signatures), or ""."""
     connection = await asyncpg.connect(settings.service_dsn("payments"))
     try:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,5 @@
-"""Redelivery at any age (SPEC I8): the business rows, not only the inbox, make a late duplicate a no-op.
+"""Redelivery at any age (docs/contract/invariants.md, I8): the business rows, not only the
+inbox, make a late duplicate a no-op.
 
 A rejected order (out of stock) and a declined one (insufficient funds) run to CANCELLED on
 the real stack. Then what the retention purge does past the dedupe window is done by hand:

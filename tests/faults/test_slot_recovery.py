@@ -1,4 +1,4 @@
-"""A replication slot lost while Kafka Connect was down, and `saga stack recover` (SPEC §5 I5).
+"""A replication slot lost while Kafka Connect was down, and `saga stack recover` (docs/contract/invariants.md, I5).
 
 Connect is stopped, the orders database's slot `orders_outbox` is dropped (what a failover to a
 server without it, or an operator freeing WAL during a long outage, does), orders are placed, and

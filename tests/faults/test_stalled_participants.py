@@ -1,6 +1,7 @@
 """A participant stopped mid-saga (SIGSTOP): the order is given up without it, and the saga ends once it is back.
 
-SPEC §4.5 and I8: order_svc never waits for a step that may not come. Past the order's
+docs/contract/flows.md, Cancellation and the deadline, and docs/contract/invariants.md, I8:
+order_svc never waits for a step that may not come. Past the order's
 deadline (the running order_svc's ORDER_SVC_ORDER_DEADLINE_SECONDS, 30 s by default), or
 as soon as the customer cancels, the order is CANCELLING and ORDER_CONFIRMATION_FAILED is
 on events.order while the participant is still stopped. Once it runs again, payment_svc

@@ -383,9 +383,9 @@ def test_compose_setup_variables_are_stack_settings(monkeypatch):
 
 
 # --- the signing keys ------------------------------------------------------------------------
-# SPEC §6: keys made by the stack's setup and passed to the services as secrets. Compose file
-# secrets must exist on the host before `up`; a named volume that setup writes works on a cold
-# start, so that is how they travel (compose.yaml, at setup).
+# docs/contract/events.md, Signatures: keys made by the stack's setup and passed to the services as
+# secrets. Compose file secrets must exist on the host before `up`; a named volume that setup writes
+# works on a cold start, so that is how they travel (compose.yaml, at setup).
 
 KEYS_VOLUME = "keys"
 WITH_KEYS = ("setup", *service_processes.SERVICES)

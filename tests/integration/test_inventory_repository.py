@@ -122,8 +122,9 @@ async def test_an_unknown_sku_rejects_the_whole_order(uow):
 
 
 async def test_a_rejected_order_redelivered_after_its_inbox_row_was_purged_reserves_nothing(uow):
-    """SPEC I8: the rejection's row, not only the inbox, guards the order — even once the SKUs
-    exist and are plentiful, the same ORDER_CREATED reserves nothing and emits nothing."""
+    """docs/contract/invariants.md, I8: the rejection's row, not only the inbox, guards the order —
+    even once the SKUs exist and are plentiful, the same ORDER_CREATED reserves nothing and emits
+    nothing."""
     short, unknown = sku(), sku()
     await seed(uow, {short: 1})
     created, event_id = order({short: 2, unknown: 1}), uuid.uuid4()

@@ -204,9 +204,9 @@ async def test_an_order_given_up_before_its_reservation_is_voided_and_then_decli
 
 
 async def test_a_charge_and_a_void_arriving_together_agree(uow):
-    """SPEC §4.5: under one lock per order, whichever reaches payment_svc first: charged then
-    refunded, or voided then declined — the money is back and exactly one event asks
-    inventory to release."""
+    """docs/contract/flows.md, Cancellation and the deadline: under one lock per order, whichever
+    reaches payment_svc first: charged then refunded, or voided then declined — the money is back
+    and exactly one event asks inventory to release."""
     name = await customer(uow, "1000.00")
     events = [reserved(name, "10.00") for _ in range(20)]
 
@@ -228,8 +228,8 @@ async def test_a_charge_and_a_void_arriving_together_agree(uow):
 
 
 async def test_a_declined_order_redelivered_after_its_inbox_row_was_purged_is_not_charged(uow):
-    """SPEC I8: the payment row, not only the inbox, guards the order — even once the customer
-    could pay, the same INVENTORY_RESERVED charges nothing and emits nothing."""
+    """docs/contract/invariants.md, I8: the payment row, not only the inbox, guards the order —
+    even once the customer could pay, the same INVENTORY_RESERVED charges nothing and emits nothing."""
     name = await customer(uow, "5.00")
     event, event_id = reserved(name, "40.00"), uuid.uuid4()
     [failed] = await deliver(uow, event, event_id)

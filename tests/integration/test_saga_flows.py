@@ -1,5 +1,5 @@
-"""The choreographed saga end to end on the real stack (SPEC §4): each flow's events on the
-topics, their causation chain and trace, and what it leaves in all three databases."""
+"""The choreographed saga end to end on the real stack (docs/contract/flows.md): each flow's
+events on the topics, their causation chain and trace, and what it leaves in all three databases."""
 from __future__ import annotations
 
 import asyncio
@@ -201,11 +201,12 @@ async def test_declined_payment_releases_the_stock_then_cancels_the_order(servic
 
 
 async def test_customer_cancel_in_flight_gives_the_order_up_at_once_and_payment_agrees_whatever_comes_first(services):
-    """SPEC §4.5: the customer cancels while payment_svc is stopped — the order is CANCELLING and
-    ORDER_CONFIRMATION_FAILED is on the topic at once, without waiting for payment. Once payment_svc
-    is back it meets the reservation and the cancellation in whichever order it reads them: charged
-    then refunded (C3, C2, C1), or voided then declined with the customer's reason (C2, C1). Either
-    way the stock and the money are back and the order is CANCELLED cancelled_by_customer."""
+    """docs/contract/flows.md, Cancellation and the deadline: the customer cancels while payment_svc
+    is stopped — the order is CANCELLING and ORDER_CONFIRMATION_FAILED is on the topic at once,
+    without waiting for payment. Once payment_svc is back it meets the reservation and the
+    cancellation in whichever order it reads them: charged then refunded (C3, C2, C1), or voided
+    then declined with the customer's reason (C2, C1). Either way the stock and the money are back
+    and the order is CANCELLED cancelled_by_customer."""
     settings = services.settings
     sku, customer = new_sku(), new_customer()
     await seed_stock(sku, 5)

@@ -63,7 +63,8 @@ LAST_EVENTS = {
 }
 CANCEL_ATTEMPTS = 10
 """Sagas cancelled while payment_svc is stopped until one is charged before its cancellation is read
-(payment_svc reads the two in either order once it runs: SPEC §4.5): the refund path, C3."""
+(payment_svc reads the two in either order once it runs: docs/contract/flows.md, Cancellation
+and the deadline): the refund path, C3."""
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -127,7 +127,7 @@ async def cli(*args: str) -> str:
     return done.stdout
 
 
-# --- events as the catalog (SPEC §3) defines them ----------------------------------------------
+# --- events as the catalog (docs/contract/events.md) defines them ----------------------------
 
 def order_created(order_id: str, shop: Shop, *, quantity: int = 2, amount: str = "20.00",
                   customer: str | None = None) -> dict[str, Any]:

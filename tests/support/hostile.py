@@ -24,9 +24,9 @@ Which consumer looks at a record is found out, not repeated here: the topics eac
 consumes are those of the partitions its GET /health says are assigned to it; a consumer
 skips a record whose `eventType` header (its last value, as
 `shared.consumer.IncomingMessage.headers` reads it) names a known event type it does not
-handle (its handler table). SPEC §6 lets one service act on a type it does not handle:
-order_svc adopts an ORDER_CREATED published from outside (`ADOPTERS`), so whether it looks
-at a record claiming that type is allowed either way.
+handle (its handler table). docs/contract/events.md (Signatures) lets one service act on a type it
+does not handle: order_svc adopts an ORDER_CREATED published from outside (`ADOPTERS`), so whether
+it looks at a record claiming that type is allowed either way.
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ HANDLED: dict[str, frozenset[str]] = {
 }
 """service → the event types its handler table takes."""
 ADOPTERS: dict[str, str] = {"ORDER_CREATED": "order_svc"}
-"""event type → the service that acts on one published from outside without handling the type (SPEC §6)."""
+"""event type → the service that acts on one published from outside without handling the type
+(docs/contract/interfaces.md, Starting a saga from Kafka)."""
 SERVICES = tuple(HANDLED)
 CONNECTORS = tuple(json.loads(path.read_text())["name"]
                    for path in sorted((REPO_ROOT / "connect" / "connectors").glob("*.json")))

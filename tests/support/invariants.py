@@ -1,4 +1,5 @@
-"""The saga's invariants (SPEC §5) for one test's sagas: a thin wrapper over saga_cli.benchmark.invariants.
+"""The saga's invariants (docs/contract/invariants.md) for one test's sagas: a thin wrapper over
+saga_cli.benchmark.invariants.
 
     violations = await check_invariants(settings, order_ids, seeded, since_ms=started_ms)
     assert violations == []

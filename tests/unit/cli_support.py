@@ -1,6 +1,6 @@
 """Helpers for the CLI's unit tests: run `saga` in-process, and a tiny real HTTP server.
 
-The server answers like the SPEC says a service does, so tests check the request
+The server answers as docs/contract/interfaces.md says a service does, so tests check the request
 the CLI sends and how it renders answers; it tests the CLI, not a service.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The client commands against a tiny real HTTP server answering like the SPEC's services.
+"""The client commands against a tiny real HTTP server answering as the services do
+(docs/contract/interfaces.md).
 
 These check what the CLI sends and how it renders answers (200, 404, 409, 422, 5xx,
 nobody listening); they test the CLI, not the services.

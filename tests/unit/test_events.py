@@ -236,7 +236,8 @@ def test_every_root_cause_can_cancel_an_order(reason):
 @pytest.mark.parametrize("reason", ["insufficient_funds", "limit_exceeded", "unknown_customer",
                                     "cancelled_by_customer", "deadline_exceeded"])
 def test_a_payment_fails_for_a_decline_or_for_a_void(reason):
-    """A void declines the reservation of an order given up first with the order's own reason (SPEC §4.5)."""
+    """A void declines the reservation of an order given up first with the order's own reason
+    (docs/contract/flows.md)."""
     data = {"event_type": "PAYMENT_FAILED", "schema_version": 1, "order_id": str(ORDER_ID), "occurred_at": AT.isoformat(),
             "reason": reason}
     assert decode_event(data) == PaymentFailed(order_id=ORDER_ID, occurred_at=AT, reason=reason)

@@ -131,8 +131,9 @@ def test_nothing_to_refund_or_void_twice(status):
 
 @pytest.mark.parametrize("void_first", [True, False])
 def test_whichever_event_comes_first_nothing_is_held_at_the_end(void_first):
-    """SPEC §4.5: the charge and the void of one order, in either order, leave no money held;
-    exactly one event asks inventory to release (PAYMENT_FAILED or PAYMENT_REFUNDED)."""
+    """docs/contract/flows.md, Cancellation and the deadline: the charge and the void of one order,
+    in either order, leave no money held; exactly one event asks inventory to release
+    (PAYMENT_FAILED or PAYMENT_REFUNDED)."""
     event = reserved()
     steps = [
         lambda p: domain.on_order_given_up(p, event.order_id, "cancelled_by_customer", uuid.uuid4()),
