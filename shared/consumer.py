@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Mapping
@@ -35,14 +34,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared import dead_letter, metrics, telemetry
+from shared import dead_letter, metrics, retrying, telemetry
 from shared.auth import OWNERS, KeyRing, Unauthenticated
 from shared.errors import DomainError, EventDecodeError, TransientError
 from shared.events import EVENT_TYPES, OrderCreated, decode_event
 from shared.group_commit import BatchAborted, GroupCommit
 from shared.safe_text import preview
 from shared.topics import Header
-from shared.uow import Envelope, Handler, UnitOfWork
+from shared.uow import Envelope, Handler, Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +102,21 @@ def _as_bytes(value: Any) -> bytes | None:
 @dataclass(frozen=True)
 class RetryPolicy:
     """Backoff for transient failures, retried for as long as they last (a transient failure
-    never becomes a dead letter): 0.125–0.25 s, 0.25–0.5 s, … then 5–10 s between attempts."""
+    never becomes a dead letter): 0.125–0.25 s, 0.25–0.5 s, … then 5–10 s between attempts
+    (equal jitter, shared/retrying.py)."""
 
     base_delay: float = 0.25
     max_delay: float = 10.0
 
-    def delay(self, attempt: int) -> float:
-        """Equal jitter: uniform in [cap/2, cap] with cap = min(max, base·2^attempt), so the
-        retries always span at least half the whole backoff."""
-        cap = min(self.max_delay, self.base_delay * (2 ** min(attempt, 30)))
-        return random.uniform(cap / 2, cap)
+    @property
+    def wait(self):
+        """The tenacity wait strategy of this policy."""
+        return retrying.equal_jitter(self.base_delay, self.max_delay)
+
+    @property
+    def dead_letter_wait(self):
+        """Between attempts to keep a dead letter: the same backoff, never under 0.1 s."""
+        return self.wait + retrying.wait_fixed(0.1)
 
 
 @dataclass
@@ -228,7 +232,6 @@ class EventConsumer:
             envelope = dataclasses.replace(envelope, traceparent=consumer_span.traceparent,
                                            tracestate=consumer_span.tracestate)
 
-        attempt = 0
         batched = self.group_commit is not None
         while True:
             try:
@@ -239,13 +242,7 @@ class EventConsumer:
                     except BatchAborted:
                         continue
                 else:
-                    tx = await self.uow.handle(envelope, handlers)
-            except TransientError as error:  # retried for as long as it lasts: never a dead letter
-                metrics.RETRIES.labels(self.name, event_type).inc()
-                log.warning("retrying %s %s after %s (attempt %d)", event_type, envelope.event_id, error, attempt + 1)
-                await asyncio.sleep(self.retry.delay(attempt))
-                attempt += 1
-                continue
+                    tx = await self._alone(envelope, handlers)
             except Exception as error:  # deterministic: retrying would block the partition, unless it is a bug
                 log.exception("handler for %s %s failed", event_type, envelope.event_id)
                 error_text = f"{type(error).__name__}: {' '.join(str(error).split())}"
@@ -264,36 +261,55 @@ class EventConsumer:
                 time.perf_counter() - started, exemplar=metrics.trace_exemplar(envelope.traceparent))
             return self._count(event_type, outcome)
 
+    async def _alone(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:
+        """`envelope` in a transaction of its own, tried again through TransientError for as long
+        as it lasts (never a dead letter); any other exception passes."""
+        event_type = envelope.event.event_type
+
+        def retrying_after(state: retrying.RetryCallState) -> None:
+            metrics.RETRIES.labels(self.name, event_type).inc()
+            log.warning("retrying %s %s after %s (attempt %d)", event_type, envelope.event_id,
+                        state.outcome.exception(), state.attempt_number)
+
+        async for attempt in retrying.forever(retry_on=TransientError, wait=self.retry.wait, on_retry=retrying_after):
+            with attempt:
+                return await self.uow.handle(envelope, handlers)
+
     async def dead_letter(self, message: IncomingMessage, error: str, *, minimal: bool = False) -> None:
         """Record `message` as a dead letter and publish it to events.deadletter through the outbox.
 
         Retries until the database takes it: a dead letter is the last place an event can be
         kept. A failure that is not transient falls back to a minimal dead letter (where and
         why, nothing of the content; `minimal` asks for one at once); it never escapes."""
-        attempt = 0
-        while True:
-            try:
-                async with self.uow.bare_transaction() as connection:
-                    where = dict(consumer=self.name, topic=message.topic, partition=message.partition,
-                                 offset=message.offset)
-                    if minimal:
-                        await dead_letter.insert_minimal(connection, **where, error=error, keys=self.keys)
-                    else:
-                        await dead_letter.insert(connection, **where, key=message.key, value=message.value,
-                                                 headers=message.header_pairs, error=error, keys=self.keys)
+        def not_yet(state: retrying.RetryCallState) -> None:
+            failure = state.outcome.exception()
+            if isinstance(failure, TransientError):
+                log.warning("cannot write dead letter yet (%s); retrying", failure)
+
+        async for attempt in retrying.forever(retry_on=Exception, wait=self.retry.dead_letter_wait, on_retry=not_yet):
+            with attempt:
+                try:
+                    async with self.uow.bare_transaction() as connection:
+                        where = dict(consumer=self.name, topic=message.topic, partition=message.partition,
+                                     offset=message.offset)
+                        if minimal:
+                            await dead_letter.insert_minimal(connection, **where, error=error, keys=self.keys)
+                        else:
+                            await dead_letter.insert(connection, **where, key=message.key, value=message.value,
+                                                     headers=message.header_pairs, error=error, keys=self.keys)
+                except TransientError:
+                    raise
+                except Exception as failure:  # the content, or a bug: the next attempt writes a minimal one
+                    log.exception("cannot write the dead letter of %s[%s]@%s%s", message.topic, message.partition,
+                                  message.offset, "" if minimal else "; writing a minimal one")
+                    error = f"{error} (dead letter kept minimal: {type(failure).__name__})" if not minimal else error
+                    minimal = True
+                    raise
+                # inside the attempt: a failed one is swallowed here and the loop tries again
                 metrics.DEAD_LETTERS.labels(self.name, message.topic).inc()
                 log.error("dead-lettered %s[%s]@%s%s: %s", message.topic, message.partition, message.offset,
                           " (minimal)" if minimal else "", preview(error, dead_letter.ERROR_CHARS))
                 return
-            except TransientError as failure:
-                log.warning("cannot write dead letter yet (%s); retrying", failure)
-            except Exception as failure:  # the content, or a bug: never let it stop the consumer
-                log.exception("cannot write the dead letter of %s[%s]@%s%s", message.topic, message.partition,
-                              message.offset, "" if minimal else "; writing a minimal one")
-                error = f"{error} (dead letter kept minimal: {type(failure).__name__})" if not minimal else error
-                minimal = True
-            await asyncio.sleep(self.retry.delay(min(attempt, 8)) + 0.1)
-            attempt += 1
 
     async def replay(self, dead_letter_id: uuid.UUID) -> str:
         """Run a dead letter's stored record through the same path again (still deduplicated by the inbox).

@@ -46,6 +46,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from mode import Service
 
+from shared import retrying
 from shared.acks import OrderedAcks
 from shared.dispatch import KeyedDispatcher
 from shared.safe_text import preview
@@ -190,18 +191,21 @@ class EventStream(Service):
             await consumer.stop()  # leaves the group: its partitions move at once
 
     async def _connect(self) -> AIOKafkaConsumer:
-        delay = 0.2
-        while True:
-            consumer = AIOKafkaConsumer(**self._config)
-            consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
-            try:
-                await consumer.start()
+        """A started consumer in the group, subscribed; tried again (0.2 s, doubling to 5 s) for as
+        long as Kafka does not answer."""
+        def not_yet(state: retrying.RetryCallState) -> None:
+            log.warning("Kafka not reachable yet (%s); retrying", state.outcome.exception())
+
+        async for attempt in retrying.forever(retry_on=KafkaError, wait=retrying.doubling(0.2, 5.0), on_retry=not_yet):
+            with attempt:
+                consumer = AIOKafkaConsumer(**self._config)
+                consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
+                try:
+                    await consumer.start()
+                except KafkaError:
+                    await consumer.stop()
+                    raise
                 return consumer
-            except KafkaError as error:
-                await consumer.stop()
-                log.warning("Kafka not reachable yet (%s); retrying", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _run(self) -> None:
         self._consumer = consumer = await self._connect()

@@ -50,7 +50,7 @@ from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 from pydantic import TypeAdapter, ValidationError
 
-from shared import logs, metrics, replication, retention, telemetry
+from shared import logs, metrics, replication, retention, retrying, telemetry
 from shared.auth import KeyRing
 from shared.consumer import EventConsumer, IncomingMessage
 from shared.group_commit import GroupCommit
@@ -240,14 +240,15 @@ class ServiceRuntime:
             os._exit(70)
 
     async def _until_connected(self, make):
-        delay = 0.2
-        while True:
-            try:
+        """`await make()`, tried again (0.2 s, doubling to 5 s) for as long as the database does
+        not answer (OSError, a PostgreSQL error); anything else passes."""
+        def not_yet(state: retrying.RetryCallState) -> None:
+            log.warning("database not reachable yet (%s); retrying", state.outcome.exception())
+
+        async for attempt in retrying.forever(retry_on=(OSError, asyncpg.PostgresError),
+                                              wait=retrying.doubling(0.2, 5.0), on_retry=not_yet):
+            with attempt:
                 return await make()
-            except (OSError, asyncpg.PostgresError) as error:
-                log.warning("database not reachable yet (%s); retrying", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     # --- maintenance: bounded tables, replication slot figures -----------------------------
     def _add_maintenance_timers(self) -> None:
