@@ -8,7 +8,7 @@
                                the newest N orders (default all, 50; N at most 1000)
   GET  /orders/{id}            the order with its history
   GET  /orders/{id}/timeline   the order and what its database saw: events consumed and
-                               emitted, status changes (the saga board's detail view)
+                               emitted, status changes (what order_svc's own database saw)
   POST /orders/{id}/cancel     the customer's cancellation
   GET  /board                  where the saga board is: `saga board` serves it (saga_cli/board/)
 

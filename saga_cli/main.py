@@ -13,7 +13,7 @@ import sys
 import typer
 
 from saga_cli.errors import CliError
-from saga_cli import accounts, bench, connect_commands, dlq, orders, sagas, stack_commands, stock, tail, trace
+from saga_cli import accounts, bench, board, connect_commands, dlq, orders, sagas, stack_commands, stock, tail, trace
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -34,7 +34,7 @@ app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(connect_commands.connect_app, name="connect")
 app.command("sagas")(sagas.sagas)
 app.command("bench")(bench.bench)
-app.command("board")(__import__("saga_cli.board", fromlist=["board"]).board)
+app.command("board")(board.board)
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:
