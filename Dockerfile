@@ -17,6 +17,7 @@ COPY inventory_svc inventory_svc
 COPY payment_svc payment_svc
 COPY saga_cli saga_cli
 COPY connect connect
-# Without the extras: no `bench` (matplotlib draws only `saga bench`'s figure) and no `dev`.
-RUN pip install -e .
+# With `otel` (traces when OTEL_* configures an exporter), without `bench` (matplotlib draws only
+# `saga bench`'s figure) and `dev`.
+RUN pip install -e '.[otel]'
 USER saga

@@ -286,9 +286,11 @@ def dockerfile() -> str:
     return (REPO_ROOT / "Dockerfile").read_text()
 
 
-def test_the_image_installs_the_project_without_its_extras():
+def test_the_image_installs_the_project_with_tracing_and_without_its_test_and_bench_extras():
     installs = re.findall(r"^RUN pip install (.+)$", dockerfile(), re.MULTILINE)
-    assert installs == ["-e ."]  # editable: `saga stack setup` reads connect/connectors/ beside the code
+    # editable: `saga stack setup` reads connect/connectors/ beside the code; `otel` so that OTEL_*
+    # set on a service turns its traces on (shared/telemetry.py), as on the native stack
+    assert installs == ["-e '.[otel]'"]
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert not any(requirement.startswith("matplotlib") for requirement in project["dependencies"])
     assert any(requirement.startswith("matplotlib") for requirement in project["optional-dependencies"]["bench"])
