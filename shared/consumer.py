@@ -1,7 +1,7 @@
 """The consumer runtime: one Kafka message in; one committed local transaction, or one dead letter, out.
 
 Invariants:
-  * `EventConsumer.handle` returns only once the message's outcome is durable in the
+  * `EventProcessor.handle` returns only once the message's outcome is durable in the
     service's database: its handler's transaction committed (with its inbox row), it
     was a duplicate or of no interest, or a dead letter (row + outbox row) committed.
     The caller acks the message only after that, so an offset never moves past an
@@ -29,6 +29,7 @@ import json
 import logging
 import time
 import uuid
+from enum import StrEnum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,9 +156,26 @@ class Breaker:
         self.failures_in_row, self.opened_at = 0, None
 
 
+class Outcome(StrEnum):
+    """What became of a message, durably (the `outcome` of its log line and metrics)."""
+
+    HANDLED = "handled"
+    """Its handler's transaction committed."""
+    DUPLICATE = "duplicate"
+    """Already handled by this consumer (its inbox row was there): nothing changed."""
+    IGNORED = "ignored"
+    """Another service's event on a topic this one reads."""
+    FOREIGN = "foreign"
+    """An event anyone may publish (ORDER_CREATED) that this service leaves to its adopter."""
+    DEAD_LETTERED = "dead_lettered"
+    """Undecodable, unauthenticated or refused by its handler: kept as a dead letter."""
+
+
 @dataclass
-class EventConsumer:
-    """Handles messages for one service (the inbox consumer name) with its handler table.
+class EventProcessor:
+    """One service's per-message runtime (the inbox consumer name, its handler table): a Kafka
+    message in; a committed transaction, or a dead letter, out (the module's invariants). The
+    Kafka side — fetching, offsets, the consumer group — is shared/kafka_consumer.py's.
 
     With `keys`, an event is acted on only when the service that owns its type signed it
     (shared/auth.py); an unsigned or wrongly signed one is a dead letter, except an
@@ -182,9 +200,9 @@ class EventConsumer:
     def handled_types(self) -> frozenset[str]:
         return frozenset(cls.model_fields["event_type"].default for cls in (*self.handlers, *self.foreign_handlers))
 
-    def admit(self, message: IncomingMessage) -> tuple[Envelope, Mapping[type, Handler]] | str:
+    def admit(self, message: IncomingMessage) -> tuple[Envelope, Mapping[type, Handler]] | Outcome:
         """What to do with `message`: its envelope and the handler table to run it with, or an
-        outcome needing no transaction ("ignored", "foreign"). EventDecodeError when it is not
+        Outcome needing no transaction (IGNORED, FOREIGN). EventDecodeError when it is not
         an event; Unauthenticated when it is one its owner did not sign (or not for this saga)."""
         envelope = decode_message(message)
         if self.keys is None:
@@ -197,9 +215,9 @@ class EventConsumer:
             if type(event) in self.foreign_handlers:
                 return envelope, self.foreign_handlers
             if type(event) in FOREIGN_STARTS:
-                return "foreign"  # anyone may publish one; only its adopter acts on it
+                return Outcome.FOREIGN  # anyone may publish one; only its adopter acts on it
             raise
-        return (envelope, self.handlers) if type(event) in self.handlers else "ignored"
+        return (envelope, self.handlers) if type(event) in self.handlers else Outcome.IGNORED
 
     def ignores(self, message: IncomingMessage) -> bool:
         """Whether `message` is, by its eventType header, an event of a type this consumer has no
@@ -207,24 +225,24 @@ class EventConsumer:
         event_type = message.headers.get(Header.EVENT_TYPE, "")
         return event_type in EVENT_TYPES and event_type not in self.handled_types
 
-    async def handle(self, message: IncomingMessage) -> str:
+    async def handle(self, message: IncomingMessage) -> Outcome:
         """Process `message` to a durable outcome and return it: handled, duplicate, ignored,
         foreign or dead_lettered."""
         event_type = message.headers.get(Header.EVENT_TYPE, "")
         if self.ignores(message):
-            return self._count(event_type, "ignored")  # another service's business
+            return self._count(event_type, Outcome.IGNORED)  # another service's business
         started = time.perf_counter()
         label = event_type if event_type in EVENT_TYPES else "unknown"
         try:
             admitted = self.admit(message)
         except EventDecodeError as error:
             await self.dead_letter(message, f"undecodable: {error}")
-            return self._count(label, "dead_lettered")
+            return self._count(label, Outcome.DEAD_LETTERED)
         except Unauthenticated as error:
             metrics.UNAUTHENTICATED.labels(self.name, label).inc()
             await self.dead_letter(message, f"unauthenticated: {error}")
-            return self._count(label, "dead_lettered")
-        if isinstance(admitted, str):
+            return self._count(label, Outcome.DEAD_LETTERED)
+        if isinstance(admitted, Outcome):
             return self._count(label, admitted)
         envelope, handlers = admitted
         event_type = envelope.event.event_type
@@ -253,10 +271,10 @@ class EventConsumer:
                     await asyncio.sleep(self.breaker.cool_down)
                     continue
                 await self.dead_letter(message, error_text)
-                return self._count(event_type, "dead_lettered")
+                return self._count(event_type, Outcome.DEAD_LETTERED)
             self.breaker.succeeded()
             metrics.BREAKER_OPEN.labels(self.name).set(0)
-            outcome = "duplicate" if tx is not None and tx.duplicate else "handled"
+            outcome = Outcome.DUPLICATE if tx is not None and tx.duplicate else Outcome.HANDLED
             metrics.HANDLER_SECONDS.labels(self.name, event_type).observe(
                 time.perf_counter() - started, exemplar=metrics.trace_exemplar(envelope.traceparent))
             return self._count(event_type, outcome)
@@ -311,7 +329,7 @@ class EventConsumer:
                           " (minimal)" if minimal else "", preview(error, dead_letter.ERROR_CHARS))
                 return
 
-    async def replay(self, dead_letter_id: uuid.UUID) -> str:
+    async def replay(self, dead_letter_id: uuid.UUID) -> Outcome:
         """Run a dead letter's stored record through the same path again (still deduplicated by the inbox).
 
         Returns the new outcome; a dead letter that fails again stays where it is.
@@ -327,12 +345,12 @@ class EventConsumer:
         message = IncomingMessage(stored.topic, stored.partition, stored.offset, stored.key, stored.value,
                                   tuple(stored.headers))
         admitted = self.admit(message)  # the same checks as a live record: a forged event stays refused
-        if isinstance(admitted, str):
+        if isinstance(admitted, Outcome):
             return admitted
         tx = await self.uow.handle(*admitted)
         async with self.uow.connection() as connection:
             await dead_letter.mark_replayed(connection, dead_letter_id)
-        return "duplicate" if tx is not None and tx.duplicate else "handled"
+        return Outcome.DUPLICATE if tx is not None and tx.duplicate else Outcome.HANDLED
 
     async def replay_all(self, since: datetime | None = None) -> dict[str, Any]:
         """Replay every dead letter of this consumer not yet replayed (and not minimal), failed at
@@ -352,7 +370,7 @@ class EventConsumer:
                 failed.append({"id": str(ident), "error": preview(f"{type(error).__name__}: {error}", 300)})
         return {"replayed": replayed, "failed": failed}
 
-    def _count(self, event_type: str, outcome: str) -> str:
+    def _count(self, event_type: str, outcome: Outcome) -> Outcome:
         metrics.EVENTS_HANDLED.labels(self.name, event_type, outcome).inc()
         return outcome
 

@@ -2,7 +2,7 @@
 
 faust's consumer runs aiokafka in a second thread with its own event loop and hands
 every record across threads and through its stream machinery; profiled under saga load
-that was about a third of a service's CPU. `EventStream` is a plain aiokafka consumer
+that was about a third of a service's CPU. `KafkaGroupConsumer` is a plain aiokafka consumer
 in the worker's loop, started and stopped with the faust app (it is a mode Service,
 like faust's own), feeding the same runtime: `KeyedDispatcher` (several messages at
 once, one saga's in order) and `OrderedAcks` (offsets leave each partition in order).
@@ -51,7 +51,7 @@ from shared.acks import OrderedAcks
 from shared.dispatch import KeyedDispatcher
 from shared.safe_text import preview
 
-__all__ = ["EventStream", "UnreadableRecord"]
+__all__ = ["KafkaGroupConsumer", "UnreadableRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,13 @@ class UnreadableRecord:
     timestamp: int = 0
 
 
-class EventStream(Service):
+class KafkaGroupConsumer(Service):
+    """The service's member of its Kafka consumer group: fetches the records of its partitions
+    and hands each to `handle` (the service's EventProcessor, through the dispatcher), commits
+    offsets after their outcomes are durable (the module's invariants). `topics`: what it
+    subscribes to; `concurrency`: records in flight at once; `fetch_max_wait_ms`: the longest
+    the broker holds an empty fetch."""
+
     def __init__(
         self,
         *,
@@ -366,7 +372,7 @@ def _exit_if_crashed(task: asyncio.Future) -> None:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, stream: EventStream) -> None:
+    def __init__(self, stream: KafkaGroupConsumer) -> None:
         self.stream = stream
 
     async def on_partitions_revoked(self, revoked) -> None:

@@ -52,9 +52,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared import logs, metrics, replication, retention, retrying, telemetry
 from shared.auth import KeyRing
-from shared.consumer import EventConsumer, IncomingMessage
+from shared.consumer import EventProcessor, IncomingMessage, Outcome
 from shared.group_commit import GroupCommit
-from shared.kafka_consumer import EventStream, UnreadableRecord
+from shared.kafka_consumer import KafkaGroupConsumer, UnreadableRecord
 from shared.errors import EventDecodeError, TransientError
 from shared.settings import ServiceSettings
 from shared.uow import Envelope, Handler, Transaction, UnitOfWork, create_pool
@@ -105,7 +105,7 @@ class _ReportingUnitOfWork(UnitOfWork):
 
 class _Boot(BootStrategy):
     """faust's start-up graph without its Kafka consumer and producer (the services never
-    produce; they consume with `EventStream`), plus `extra` services started with the app."""
+    produce; they consume with `KafkaGroupConsumer`), plus `extra` services started with the app."""
 
     enable_kafka = False
 
@@ -132,7 +132,7 @@ class ServiceRuntime:
         self.name = settings.service_name
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
-        self._consumer: EventConsumer | None = None
+        self._consumer: EventProcessor | None = None
         self.handlers = handlers
         self.app = faust.App(
             self.name,
@@ -148,7 +148,7 @@ class ServiceRuntime:
         )
         # faust serves the HTTP API and runs the timers; the consumer is our own aiokafka
         # consumer in the same event loop (shared/kafka_consumer.py), not faust's threaded one.
-        self.stream = EventStream(
+        self.stream = KafkaGroupConsumer(
             topics=topics,
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=self.name,
@@ -199,10 +199,10 @@ class ServiceRuntime:
             raise TransientError(_one_line(f"{type(error).__name__}: {error}")) from error
         return UnitOfWork(pool, self.settings.consumer_name, self.keys, acquire_timeout=DATABASE_WAIT_S)
 
-    async def consumer(self) -> EventConsumer:
+    async def consumer(self) -> EventProcessor:
         uow = await self.uow()
         batch = self.settings.consumer_batch_max
-        return EventConsumer(uow, self.handlers, keys=self.keys, foreign_handlers=self.foreign_handlers,
+        return EventProcessor(uow, self.handlers, keys=self.keys, foreign_handlers=self.foreign_handlers,
                              group_commit=GroupCommit(uow, max_batch=batch) if batch > 1 else None)
 
     # --- the consumer: each record settled durably, then acked ------------------------------
@@ -230,7 +230,7 @@ class ServiceRuntime:
                 outcome = await self._consumer.handle(message)
                 span.set_attribute("saga.outcome", outcome)
                 duration_ms = round((time.perf_counter() - started) * 1000, 3)
-                level = logging.WARNING if outcome == "dead_lettered" else logging.INFO
+                level = logging.WARNING if outcome == Outcome.DEAD_LETTERED else logging.INFO
                 events_log.log(level, "message handled", outcome=outcome, duration_ms=duration_ms)
         except Exception:
             # handle() settles every message itself; reaching here is a bug. Stop the whole

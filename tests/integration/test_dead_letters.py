@@ -17,7 +17,7 @@ import pytest
 
 from inventory_svc.handlers import HANDLERS
 from shared import dead_letter
-from shared.consumer import EventConsumer, IncomingMessage
+from shared.consumer import EventProcessor, IncomingMessage
 from shared.testing import scratch_database
 from shared.uow import OUTBOX_PAYLOAD_LIMIT, UnitOfWork
 
@@ -66,7 +66,7 @@ def record(offset: int, key: bytes | None, value: bytes | None, headers) -> Inco
 async def test_any_record_becomes_a_dead_letter_whose_bytes_replay_exactly(uow, db, kind) -> None:
     key, value, headers = HOSTILE[kind]
     offset = 1_000_000 + list(HOSTILE).index(kind)
-    consumer = EventConsumer(uow, HANDLERS)
+    consumer = EventProcessor(uow, HANDLERS)
 
     assert await consumer.handle(record(offset, key, value, headers)) == "dead_lettered"
 
@@ -97,7 +97,7 @@ async def test_any_record_becomes_a_dead_letter_whose_bytes_replay_exactly(uow, 
 
 
 async def test_a_clean_record_previews_exactly(uow, db) -> None:
-    consumer = EventConsumer(uow, HANDLERS)
+    consumer = EventProcessor(uow, HANDLERS)
     offset = 2_000_000
     await consumer.handle(record(offset, b"key", b"plain text", [("id", b"not-a-uuid")]))
     payload = json.loads(await db.fetchval(
@@ -109,7 +109,7 @@ async def test_a_clean_record_previews_exactly(uow, db) -> None:
 
 
 async def test_a_record_dead_lettered_twice_is_kept_once(uow, db) -> None:
-    consumer = EventConsumer(uow, HANDLERS)
+    consumer = EventProcessor(uow, HANDLERS)
     message = record(3_000_000, None, b"\x00", [])
     await consumer.handle(message)
     await consumer.handle(message)
@@ -121,7 +121,7 @@ async def test_a_dead_letter_the_database_refuses_falls_back_to_a_minimal_one(uo
     consumer writes a minimal one (where and why), publishes it, and returns."""
     await db.execute("ALTER TABLE dead_letters ADD CONSTRAINT refuse_values CHECK (value_bytes IS NULL) NOT VALID")
     try:
-        consumer = EventConsumer(uow, HANDLERS)
+        consumer = EventProcessor(uow, HANDLERS)
         outcome = await consumer.handle(record(4_000_000, b"k", b"not an event", []))
     finally:
         await db.execute("ALTER TABLE dead_letters DROP CONSTRAINT refuse_values")
@@ -139,7 +139,7 @@ async def test_a_dead_letter_the_database_refuses_falls_back_to_a_minimal_one(uo
 async def test_replay_runs_the_stored_bytes_not_the_preview(uow, db) -> None:
     """A record with a NUL in a header and a value longer than the preview: replay decodes the
     stored value (the real cause comes back), not the cut preview."""
-    consumer = EventConsumer(uow, HANDLERS)
+    consumer = EventProcessor(uow, HANDLERS)
     value = json.dumps({"event_type": "ORDER_CREATED", "padding": "x" * 5000}).encode()
     await consumer.handle(record(5_000_000, b"k", value, [("id", str(uuid.uuid4()).encode()), ("n", b"\x00")]))
     ident = await db.fetchval("SELECT id FROM dead_letters WHERE kafka_offset = $1", 5_000_000)
@@ -160,7 +160,7 @@ async def test_a_handler_that_fails_in_a_row_trips_the_breaker_instead_of_dead_l
             failures_left[0] -= 1
             raise RuntimeError("a bug")
 
-    consumer = EventConsumer(uow, {OrderConfirmed: flaky}, breaker=Breaker(threshold=3, cool_down=0.05))
+    consumer = EventProcessor(uow, {OrderConfirmed: flaky}, breaker=Breaker(threshold=3, cool_down=0.05))
     outcomes = []
     for offset in range(6_000_000, 6_000_003):
         event = OrderConfirmed(order_id=uuid.uuid4(), occurred_at=utc_now())
@@ -182,7 +182,7 @@ async def test_a_rule_refusing_records_in_a_row_is_no_bug_for_the_breaker(uow, d
     async def refuses(event, tx) -> None:
         raise DomainError("refused by a rule")
 
-    consumer = EventConsumer(uow, {OrderConfirmed: refuses}, breaker=Breaker(threshold=2, cool_down=60))
+    consumer = EventProcessor(uow, {OrderConfirmed: refuses}, breaker=Breaker(threshold=2, cool_down=60))
     for offset in range(7_000_000, 7_000_004):
         event = OrderConfirmed(order_id=uuid.uuid4(), occurred_at=utc_now())
         value = json.dumps(encode_event(event)).encode()

@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
-from shared.consumer import EventConsumer, IncomingMessage
+from shared.consumer import EventProcessor, IncomingMessage
 from shared.errors import DomainError
 from shared.events import OrderConfirmed, OrderCreated, encode_event, utc_now
 from shared.group_commit import BatchAborted, GroupCommit
@@ -132,7 +132,7 @@ async def test_events_submitted_together_share_a_batch_and_a_lone_event_does_not
 
 
 async def test_a_poison_event_in_the_middle_of_a_batch_is_dead_lettered_while_its_neighbours_commit(uow, db):
-    consumer = EventConsumer(uow, HANDLERS, group_commit=GroupCommit(uow))
+    consumer = EventProcessor(uow, HANDLERS, group_commit=GroupCommit(uow))
     events = [created() for _ in range(9)]
     events[4] = created(customer=POISON_CUSTOMER)
     messages = [message(event, offset) for offset, event in enumerate(events, start=1000)]
@@ -155,7 +155,7 @@ async def test_one_sagas_events_commit_in_order_across_batches(uow, db):
     batch holds at most one event of a saga: its events commit in arrival order."""
     from shared.dispatch import KeyedDispatcher
 
-    consumer = EventConsumer(uow, HANDLERS, group_commit=GroupCommit(uow, max_batch=4))
+    consumer = EventProcessor(uow, HANDLERS, group_commit=GroupCommit(uow, max_batch=4))
     dispatcher = KeyedDispatcher(16)
     sagas = [uuid.uuid4() for _ in range(6)]
     arrivals: dict[uuid.UUID, list[uuid.UUID]] = {saga: [] for saga in sagas}

@@ -13,7 +13,7 @@ from order_svc.handlers import HANDLERS as ORDER_HANDLERS
 from payment_svc.handlers import HANDLERS as PAYMENT_HANDLERS
 from shared import auth
 from shared.auth import KeyRing, Unauthenticated
-from shared.consumer import EventConsumer, IncomingMessage
+from shared.consumer import EventProcessor, IncomingMessage
 from shared.errors import EventDecodeError
 from shared.events import OrderCreated, PaymentCompleted, encode_event, utc_now
 
@@ -53,8 +53,8 @@ def published(event, signer: KeyRing | None, *, event_id=None, causation="", key
                            tuple((name, v.encode()) for name, v in headers.items() if v is not None))
 
 
-def order_consumer(keys_dir) -> EventConsumer:
-    return EventConsumer(uow=None, handlers=ORDER_HANDLERS, keys=ring(keys_dir, "order_svc"),
+def order_consumer(keys_dir) -> EventProcessor:
+    return EventProcessor(uow=None, handlers=ORDER_HANDLERS, keys=ring(keys_dir, "order_svc"),
                          foreign_handlers={OrderCreated: object()})
 
 
@@ -104,7 +104,7 @@ def test_a_foreign_order_created_is_adopted_by_order_svc_and_skipped_by_the_othe
     foreign = published(created, None, signature=None)
     envelope, handlers = order_consumer(keys_dir).admit(foreign)
     assert envelope.event == created and OrderCreated in handlers
-    payment = EventConsumer(uow=None, handlers=PAYMENT_HANDLERS, keys=ring(keys_dir, "payment_svc"))
+    payment = EventProcessor(uow=None, handlers=PAYMENT_HANDLERS, keys=ring(keys_dir, "payment_svc"))
     assert payment.admit(foreign) == "foreign"
     own = published(created, ring(keys_dir, "order_svc"))
     assert order_consumer(keys_dir).admit(own) == "ignored"  # its own ORDER_CREATED: nothing to adopt
@@ -150,7 +150,7 @@ def test_keys_are_made_once_and_private(tmp_path) -> None:
 
 def test_a_ring_without_keys_accepts_nothing(keys_dir) -> None:
     message = published(payment_completed(uuid.uuid4()), ring(keys_dir, "payment_svc"))
-    consumer = EventConsumer(uow=None, handlers=ORDER_HANDLERS, keys=KeyRing(None, {}))
+    consumer = EventProcessor(uow=None, handlers=ORDER_HANDLERS, keys=KeyRing(None, {}))
     with pytest.raises(Unauthenticated, match="none of payment_svc's keys"):
         consumer.admit(message)
     assert KeyRing(None, {}).sign(event_id="x", event_type="t", saga_id="s", causation_id="", payload={}) == ""

@@ -1,4 +1,4 @@
-"""EventStream's bookkeeping around a rebalance (no broker: the consumer it commits to is a recorder).
+"""KafkaGroupConsumer's bookkeeping around a rebalance (no broker: the consumer it commits to is a recorder).
 
 What Kafka itself does with the group is exercised against the real broker in
 tests/faults (scale-out, service kills, redelivery)."""
@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from shared.kafka_consumer import EventStream
+from shared.kafka_consumer import KafkaGroupConsumer
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +31,7 @@ class RecordingConsumer:
         self.commits.append(dict(offsets))
 
 
-async def submit(stream: EventStream, generation: int, rec: ConsumerRecord) -> bool:
+async def submit(stream: KafkaGroupConsumer, generation: int, rec: ConsumerRecord) -> bool:
     return await stream._dispatcher.submit(rec.key, partial(stream._settle, TP, rec),
                                            admit=partial(stream._admit, generation, TP, rec))
 
@@ -44,7 +44,7 @@ async def test_a_revocation_waits_for_work_in_flight_commits_it_and_drops_what_w
         await gate.wait()
         handled.append(rec.offset)
 
-    stream = EventStream(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
+    stream = KafkaGroupConsumer(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
                          concurrency=4, fetch_max_wait_ms=25)
     stream._consumer = consumer = RecordingConsumer()
     stream._assigned_now({TP})
@@ -70,7 +70,7 @@ async def test_offsets_are_committed_only_up_to_the_first_record_still_in_flight
     async def handle(rec: ConsumerRecord) -> None:
         await gates[rec.offset].wait()
 
-    stream = EventStream(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
+    stream = KafkaGroupConsumer(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
                          concurrency=4, fetch_max_wait_ms=25)
     consumer = RecordingConsumer()
     stream._assigned_now({TP})
@@ -99,7 +99,7 @@ async def test_a_revocation_cancels_work_still_in_flight_after_its_wait_and_comm
         if rec.offset == 1:
             await never.wait()  # retrying for as long as the database is away
 
-    stream = EventStream(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
+    stream = KafkaGroupConsumer(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
                          concurrency=4, fetch_max_wait_ms=25)
     stream._consumer = consumer = RecordingConsumer()
     stream._assigned_now({TP})
@@ -138,7 +138,7 @@ async def test_when_every_slot_is_busy_the_partitions_pause_and_polling_goes_on(
     async def handle(rec: ConsumerRecord) -> None:
         await busy.wait()
 
-    stream = EventStream(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
+    stream = KafkaGroupConsumer(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
                          concurrency=1, fetch_max_wait_ms=25)
     stream._assigned_now({TP})
     assert await submit(stream, stream._generation, record(0, b"a"))

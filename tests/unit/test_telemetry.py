@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from shared import logs, telemetry
-from shared.consumer import EventConsumer, IncomingMessage
+from shared.consumer import EventProcessor, IncomingMessage
 from shared.events import OrderConfirmed, OrderCreated, encode_event, utc_now
 from shared.tracing import TraceHeaders, parse_traceparent
 from shared.uow import Envelope, UnitOfWork
@@ -124,8 +124,8 @@ def parent_id(span) -> str | None:
 
 
 async def consume(pool, message: IncomingMessage, group_commit=None) -> str:
-    """What shared/service.py does with a record: the consumer span around EventConsumer.handle."""
-    consumer = EventConsumer(UnitOfWork(pool, "inventory_svc"), HANDLERS, group_commit=group_commit)
+    """What shared/service.py does with a record: the consumer span around EventProcessor.handle."""
+    consumer = EventProcessor(UnitOfWork(pool, "inventory_svc"), HANDLERS, group_commit=group_commit)
     with telemetry.consuming(message, consumer.name, traced=not consumer.ignores(message)) as span:
         outcome = await consumer.handle(message)
         span.set_attribute("saga.outcome", outcome)
