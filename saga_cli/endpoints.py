@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from shared import descriptors
+
 
 @dataclass(frozen=True)
 class Service:
@@ -19,9 +21,12 @@ class Service:
         return (os.environ.get(self.env_var) or self.default_url).rstrip("/")
 
 
-ORDER_SVC = Service("order_svc", "SAGA_ORDER_URL", "http://127.0.0.1:8001")
-INVENTORY_SVC = Service("inventory_svc", "SAGA_INVENTORY_URL", "http://127.0.0.1:8002")
-PAYMENT_SVC = Service("payment_svc", "SAGA_PAYMENT_URL", "http://127.0.0.1:8003")
+ENDPOINTS = {service.name: Service(service.name, service.url_variable, service.default_url)
+             for service in descriptors.SERVICES}
+"""Each service's endpoint (shared/descriptors.py)."""
+ORDER_SVC = ENDPOINTS["order_svc"]
+INVENTORY_SVC = ENDPOINTS["inventory_svc"]
+PAYMENT_SVC = ENDPOINTS["payment_svc"]
 
 KAFKA_ENV_VAR = "SAGA_KAFKA_BOOTSTRAP"
 KAFKA_DEFAULT_BOOTSTRAP = "127.0.0.1:9092"

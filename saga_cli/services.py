@@ -21,11 +21,14 @@ import psutil
 
 from saga_cli import supervise
 from saga_cli.stack import process
+from shared import descriptors
 from saga_cli.stack.config import StackSettings
 from saga_cli.stack.errors import StackError
 
-SERVICES = {"order_svc": 8001, "inventory_svc": 8002, "payment_svc": 8003}
-DATABASES = {"order_svc": "orders", "inventory_svc": "inventory", "payment_svc": "payments"}
+SERVICES = {service.name: service.http_port for service in descriptors.SERVICES}
+"""service name → its default HTTP port (shared/descriptors.py)."""
+DATABASES = {service.name: service.database for service in descriptors.SERVICES}
+"""service name → its database."""
 
 
 class Service:

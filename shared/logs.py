@@ -31,12 +31,12 @@ from typing import IO, Any
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from shared import telemetry
+from shared import descriptors, telemetry
 from shared.safe_text import preview
 from shared.topics import Header
 from shared.tracing import trace_id_of
 
-OUR_LOGGERS = ("shared", "order_svc", "inventory_svc", "payment_svc")
+OUR_LOGGERS = ("shared", *(service.name for service in descriptors.SERVICES))
 
 _FIRST_KEYS = ("timestamp", "level", "service", "logger", "message", "saga_id", "event_type", "outcome",
                "duration_ms", "event_id", "causation_id", "trace_id", "span_id")

@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.descriptors import descriptor
 from shared.money import Money
 
 DEFAULT_PER_ORDER_LIMIT = Decimal("10000.00")
@@ -142,8 +143,8 @@ class OrderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ORDER_SVC_")
     service_name: ClassVar[str] = "order_svc"
 
-    database_url: SecretStr = SecretStr("postgresql://order_svc:order_svc@127.0.0.1:55432/orders")
-    http_port: int = Field(8001, gt=0, lt=65536)
+    database_url: SecretStr = SecretStr(descriptor("order_svc").default_dsn())
+    http_port: int = Field(descriptor("order_svc").http_port, gt=0, lt=65536)
     order_deadline_seconds: float = Field(30.0, gt=0)
     """Seconds from an order's placing (or adoption) to its deadline: an order not confirmed by
     then is given up by order_svc's timer (CANCELLING, ORDER_CONFIRMATION_FAILED
@@ -162,16 +163,16 @@ class InventorySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_SVC_")
     service_name: ClassVar[str] = "inventory_svc"
 
-    database_url: SecretStr = SecretStr("postgresql://inventory_svc:inventory_svc@127.0.0.1:55432/inventory")
-    http_port: int = Field(8002, gt=0, lt=65536)
+    database_url: SecretStr = SecretStr(descriptor("inventory_svc").default_dsn())
+    http_port: int = Field(descriptor("inventory_svc").http_port, gt=0, lt=65536)
 
 
 class PaymentSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENT_SVC_")
     service_name: ClassVar[str] = "payment_svc"
 
-    database_url: SecretStr = SecretStr("postgresql://payment_svc:payment_svc@127.0.0.1:55432/payments")
-    http_port: int = Field(8003, gt=0, lt=65536)
+    database_url: SecretStr = SecretStr(descriptor("payment_svc").default_dsn())
+    http_port: int = Field(descriptor("payment_svc").http_port, gt=0, lt=65536)
     per_order_limit: Money = DEFAULT_PER_ORDER_LIMIT
     """The largest amount one order may be charged, in the order's own currency
     (no conversion); above it PAYMENT_FAILED limit_exceeded."""

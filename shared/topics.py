@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+from shared import descriptors
+
 AggregateType = Literal["order", "inventory", "payment", "deadletter"]
 
 ORDER: Final = "order"
@@ -23,12 +25,8 @@ TOPICS: Final[dict[str, str]] = {
 }
 """aggregate_type → topic."""
 
-SERVICES: Final[dict[str, str]] = {
-    "order_svc": ORDER,
-    "inventory_svc": INVENTORY,
-    "payment_svc": PAYMENT,
-}
-"""service name → the aggregate_type of the events it emits."""
+SERVICES: Final[dict[str, str]] = {service.name: service.aggregate_type for service in descriptors.SERVICES}
+"""service name → the aggregate_type of the events it emits (shared/descriptors.py)."""
 
 
 def topic_for(aggregate_type: str) -> str:

@@ -6,14 +6,12 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import descriptors
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# database -> (service role, aggregate type routed by its outbox)
-SERVICE_DATABASES = {
-    "orders": "order_svc",
-    "inventory": "inventory_svc",
-    "payments": "payment_svc",
-}
+SERVICE_DATABASES = {service.database: service.name for service in descriptors.SERVICES}
+"""database → the service role that owns it (shared/descriptors.py)."""
 
 
 class StackSettings(BaseSettings):
