@@ -139,7 +139,7 @@ def _known(connect: ConnectOperations, names: list[str] | None) -> list[str]:
 
 
 def _complete_names(incomplete: str) -> list[str]:
-    """Shell completion: the shipped connectors' names (connect/connectors/*.json; no request made)."""
+    """Shell completion: the shipped connectors' names (connect/outbox-connector.json; no request made)."""
     try:
         return [spec.name for spec in Connect(StackSettings()).specs() if spec.name.startswith(incomplete)]
     except Exception:  # completion never prints an error into the shell

@@ -1,7 +1,7 @@
 """Switching the outbox transport for a benchmark run: Debezium's connectors with other settings, or none at all.
 
 `Transports.debezium(variant)` PUTs each connector's config: "tuned" is the shipped
-file in connect/connectors/ as is; "default" is the same file without the keys that
+file in connect/outbox-connector.json as is; "default" is the same file without the keys that
 tune latency (TUNING_KEYS), i.e. Debezium's and Kafka's own defaults for them.
 
 `Transports.handover()` hands the outbox to another publisher (the polling relay, the

@@ -86,7 +86,7 @@ def record_of(row) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
     """(topic, key, value, headers) exactly as EventRouter would publish the outbox row: `row` maps
     the outbox columns (id, aggregate_type, aggregate_id, event_type, payload as JSON text, saga_id,
     causation_id, traceparent, signature, tracestate) to their values; KeyError when one is missing. The headers
-    are those of `table.fields.additional.placement` in connect/connectors/, in its order."""
+    are those of `table.fields.additional.placement` in connect/outbox-connector.json, in its order."""
     headers = [
         (Header.ID, str(row["id"]).encode()),
         (Header.EVENT_TYPE, row["event_type"].encode()),

@@ -24,8 +24,10 @@ from saga_cli.dlq import DEAD_LETTER_EVENT_TYPE
 from saga_cli.kafka import KafkaEvent, iso_time
 from saga_cli.timeline import Step, build_timeline, outcome, waiting_for
 from saga_cli.trace import SIGNED_TOPICS
+from shared import descriptors
 
-LANES = ("order_svc", "inventory_svc", "payment_svc")
+LANES = tuple(service.name for service in descriptors.SERVICES)
+"""One lane per service, in the services' order (shared/descriptors.py)."""
 OTHER_LANE = "other"
 MARKS = {
     "compensation": "↺ compensation: undoes an earlier step (last in, first out)",

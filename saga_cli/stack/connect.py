@@ -4,7 +4,7 @@ A connector whose task FAILED is reported with what to do (`ConnectorFailure.hin
 failure the stack names itself is a lost slot: the connector's stored position (its KIP-875
 offset) is older than what its replication slot holds, because the slot was dropped or
 recreated. Debezium then refuses to stream (`offset.mismatch.strategy=trust_offset` in
-connect/connectors/*.json) instead of skipping the rows in between, and
+connect/outbox-connector.json) instead of skipping the rows in between, and
 `saga stack recover CONNECTOR` (saga_cli/stack/recovery.py) brings it back without a gap.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from saga_cli.stack.config import StackSettings
 from saga_cli.stack.errors import ConnectorsFailed, ConnectUnavailable, StackError
 from saga_cli.stack.install import java_executable
 from saga_cli.stack.jvm import java_command, render
+from shared import descriptors
 
 
 SLOT_LOST_MARKERS = (
@@ -32,9 +33,21 @@ SLOT_LOST_MARKERS = (
 """Text in a failed task's trace that says its replication slot no longer holds the position it stopped at."""
 
 
+CONNECTOR_TEMPLATE = "outbox-connector.json"
+"""The one outbox connector config, `{{database}}` standing for each service's database."""
+
+
+def connector_documents(connect_dir: Path) -> list[dict]:
+    """{"name", "config"} of each service's outbox connector (shared/descriptors.py), in the
+    order of the services: the template in `connect_dir` with `{{database}}` replaced. The
+    `${env:…}` references stay for Connect's config provider. OSError, ValueError (not JSON)."""
+    template = (connect_dir / CONNECTOR_TEMPLATE).read_text()
+    return [json.loads(template.replace("{{database}}", service.database)) for service in descriptors.SERVICES]
+
+
 @dataclass(frozen=True)
 class ConnectorSpec:
-    """One connector as connect/connectors/<name>.json declares it."""
+    """One outbox connector as `connector_documents` renders it."""
 
     name: str
     database: str
@@ -132,14 +145,14 @@ class Connect:
             return False
 
     # --- connectors -----------------------------------------------------------------
-    def connector_files(self) -> list[Path]:
-        return sorted((self.settings.connect_dir / "connectors").glob("*.json"))
+    def connector_documents(self) -> list[dict]:
+        """Each service's outbox connector: connect/outbox-connector.json rendered per database."""
+        return connector_documents(self.settings.connect_dir)
 
     def specs(self) -> list[ConnectorSpec]:
-        """Every connector of connect/connectors/, with the database and slot it reads."""
+        """Every outbox connector, with the database and slot it reads."""
         specs = []
-        for path in self.connector_files():
-            spec = json.loads(path.read_text())
+        for spec in self.connector_documents():
             config = spec["config"]
             specs.append(ConnectorSpec(spec["name"], config["database.dbname"], config["slot.name"], config))
         return specs
@@ -150,8 +163,7 @@ class Connect:
         ConnectUnavailable when the worker does not answer or cannot take a config yet (409, 5xx); StackError
         when it refuses one (4xx)."""
         names = []
-        for path in self.connector_files():
-            spec = json.loads(path.read_text())
+        for spec in self.connector_documents():
             name = spec["name"]
             response = self._request("PUT", f"/connectors/{name}/config", json=spec["config"])
             if response.status_code == 409 or response.status_code >= 500:  # rebalancing, or still starting
@@ -249,8 +261,8 @@ class Connect:
 
     def connector_states(self) -> dict[str, str]:
         states = {}
-        for path in self.connector_files():
-            name = json.loads(path.read_text())["name"]
+        for spec in self.connector_documents():
+            name = spec["name"]
             try:
                 states[name] = _summary(self.connector_status(name))
             except StackError:

@@ -6,7 +6,7 @@ A slot is lost when it is dropped (a failover to a server that does not have it,
 freeing the WAL of a connector that stays away) or invalidated (`wal_status` "lost"). What its
 database wrote after the connector's last published position is then out of reach of logical
 decoding, and Debezium refuses to stream from its stored offset
-(`offset.mismatch.strategy=trust_offset`, connect/connectors/*.json) instead of skipping it: the
+(`offset.mismatch.strategy=trust_offset`, connect/outbox-connector.json) instead of skipping it: the
 task is FAILED and `saga status` points here. The outbox still holds those rows for its
 retention window (shared/retention.py), so `recover`:
 

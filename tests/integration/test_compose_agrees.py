@@ -29,7 +29,7 @@ from saga_cli import services as service_processes
 from saga_cli.endpoints import INVENTORY_SVC, ORDER_SVC, PAYMENT_SVC
 from saga_cli.stack import Stack
 from saga_cli.stack.config import REPO_ROOT, SERVICE_DATABASES, StackSettings
-from saga_cli.stack.connect import Connect
+from saga_cli.stack.connect import Connect, connector_documents
 from saga_cli.stack.kafka import EVENT_TOPICS
 from saga_cli.stack.postgres import SERVER_SETTINGS
 from shared.auth import KeyRing
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.unit  # fast and needs no server, though it is about th
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-CONNECTORS = {path.name: json.loads(path.read_text()) for path in sorted((REPO_ROOT / "connect" / "connectors").glob("*.json"))}
+CONNECTORS = {document["name"]: document for document in connector_documents(REPO_ROOT / "connect")}
 ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 SERVICE_URLS = {"order_svc": ORDER_SVC, "inventory_svc": INVENTORY_SVC, "payment_svc": PAYMENT_SVC}
 
@@ -275,7 +275,7 @@ def test_compose_images_are_the_releases_the_native_stack_resolves():
 
 def test_compose_registers_the_same_connector_files():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert re.search(r"^COPY connect connect$", dockerfile, re.MULTILINE)  # `saga stack setup` reads connect/connectors/
+    assert re.search(r"^COPY connect connect$", dockerfile, re.MULTILINE)  # `saga stack setup` reads connect/outbox-connector.json
     assert "connect" in SERVICES["setup"]["depends_on"]
     assert "wal_level=logical" in SERVICES["postgres"]["command"]
 
@@ -288,7 +288,7 @@ def dockerfile() -> str:
 
 def test_the_image_installs_the_project_with_tracing_and_without_its_test_and_bench_extras():
     installs = re.findall(r"^RUN pip install (.+)$", dockerfile(), re.MULTILINE)
-    # editable: `saga stack setup` reads connect/connectors/ beside the code; `otel` so that OTEL_*
+    # editable: `saga stack setup` reads connect/outbox-connector.json beside the code; `otel` so that OTEL_*
     # set on a service turns its traces on (shared/telemetry.py), as on the native stack
     assert installs == ["-e '.[otel]'"]
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]

@@ -234,9 +234,9 @@ def _service_ports() -> list[int]:
 
 
 def _connector_names() -> list[str]:
-    import json
+    from saga_cli.stack.connect import connector_documents
 
-    return [json.loads(path.read_text())["name"] for path in sorted((REPO_ROOT / "connect" / "connectors").glob("*.json"))]
+    return [document["name"] for document in connector_documents(REPO_ROOT / "connect")]
 
 
 def _healthy(port: int) -> bool:

@@ -31,7 +31,6 @@ it looks at a record claiming that type is allowed either way.
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import time
 import uuid
@@ -50,6 +49,7 @@ from order_svc.handlers import HANDLERS as ORDER_HANDLERS
 from payment_svc.handlers import HANDLERS as PAYMENT_HANDLERS
 from saga_cli.kafka import partition_for_key
 from saga_cli.stack.config import REPO_ROOT
+from saga_cli.stack.connect import connector_documents
 from shared.events import EVENT_TYPES
 from tests.support.load import Catalog, Placed, health, place_orders, saga_json, service_url
 
@@ -70,8 +70,7 @@ ADOPTERS: dict[str, str] = {"ORDER_CREATED": "order_svc"}
 """event type → the service that acts on one published from outside without handling the type
 (docs/contract/interfaces.md, Starting a saga from Kafka)."""
 SERVICES = tuple(HANDLED)
-CONNECTORS = tuple(json.loads(path.read_text())["name"]
-                   for path in sorted((REPO_ROOT / "connect" / "connectors").glob("*.json")))
+CONNECTORS = tuple(document["name"] for document in connector_documents(REPO_ROOT / "connect"))
 
 Header = tuple[str | bytes, bytes | None]
 """A header as a producer writes it: its name (bytes when it is not text) and its value."""

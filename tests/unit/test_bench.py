@@ -11,6 +11,7 @@ from cli_support import assert_one_line_error, run_saga
 from saga_cli.benchmark.catalog import BenchCatalog, Mix
 from saga_cli.benchmark.relay import record_of
 from saga_cli.benchmark.stats import percentile, summary
+from saga_cli.stack.connect import connector_documents
 from saga_cli.errors import CliError
 from saga_cli.stack.config import REPO_ROOT
 
@@ -66,9 +67,9 @@ def test_the_relay_publishes_what_eventrouter_would():
     assert dict(headers) == {"id": str(row["id"]).encode(), "eventType": b"INVENTORY_RESERVED", "sagaId": b"o-1",
                              "causationId": b"c-1", "traceparent": row["traceparent"].encode(),
                              "signature": row["signature"].encode(), "tracestate": row["tracestate"].encode()}
-    for path in (REPO_ROOT / "connect" / "connectors").glob("*.json"):  # what EventRouter places, the relay places
-        placement = json.loads(path.read_text())["config"]["transforms.outbox.table.fields.additional.placement"]
-        assert [name for name, _ in headers] == ["id"] + [entry.split(":")[2] for entry in placement.split(",")], path.name
+    for document in connector_documents(REPO_ROOT / "connect"):  # what EventRouter places, the relay places
+        placement = document["config"]["transforms.outbox.table.fields.additional.placement"]
+        assert [name for name, _ in headers] == ["id"] + [entry.split(":")[2] for entry in placement.split(",")], document["name"]
 
 
 @pytest.mark.parametrize("args", [("--rate", "0"), ("--duration", "-1"), ("--mix", "1,2"), ("--find-max", "--compare")])
