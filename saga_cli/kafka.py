@@ -30,13 +30,12 @@ from aiokafka.partitioner import murmur2
 
 from saga_cli.endpoints import kafka_bootstrap, not_reachable
 from saga_cli.errors import CliError
+from shared import descriptors
+from shared.topics import DEADLETTER, topic_for
 
-TOPIC_SERVICES = {
-    "events.order": "order_svc",
-    "events.inventory": "inventory_svc",
-    "events.payment": "payment_svc",
-    "events.deadletter": "deadletter",
-}
+TOPIC_SERVICES = {**{topic_for(service.aggregate_type): service.name for service in descriptors.SERVICES},
+                  topic_for(DEADLETTER): "deadletter"}
+"""Each saga topic → the service whose outbox publishes it (shared/descriptors.py), and the dead letters'."""
 SAGA_TOPICS = tuple(TOPIC_SERVICES)
 READ_TIMEOUT_S = 30.0
 
