@@ -32,13 +32,17 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
 
     @runtime.app.page("/stock")
     class Stock(View):
+        """GET /stock: every SKU's levels."""
         async def get(self, request: Request) -> Response:
+            """GET /stock: 200 [{"sku", "available", "reserved", "sold"}]."""
             async with (await runtime.request_uow()).connection() as connection:
                 return json_response(self, await repository.stock_levels(connection))
 
     @runtime.app.page("/stock/{sku}")
     class StockItem(View):
+        """GET and PUT /stock/{sku}: one SKU's levels."""
         async def get(self, request: Request, sku: str) -> Response:
+            """GET /stock/{sku}: 200 the SKU's levels; 404 unknown SKU; 422 not a valid SKU."""
             try:
                 sku = request_value(SKU, sku, "path", "sku")
             except ValueError as error:
@@ -50,6 +54,7 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
             return json_response(self, level)
 
         async def put(self, request: Request, sku: str) -> Response:
+            """PUT /stock/{sku} {"available": N}: 200 the SKU's levels after seeding; 413; 422 bad SKU or body."""
             try:
                 sku = request_value(SKU, sku, "path", "sku")
                 command = SetStock.model_validate(await read_json(request))

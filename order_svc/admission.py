@@ -70,6 +70,7 @@ class SagaLoad:
 
     @property
     def finishing_per_s(self) -> float:
+        """λ: sagas finished per second over the window (0.0 for an empty window)."""
         return self.finished / self.window_s if self.window_s > 0 else 0.0
 
 
@@ -84,6 +85,7 @@ class Refusal:
 
     @property
     def detail(self) -> str:
+        """The 503's one-line `detail`: the load, the limit and the Retry-After in seconds."""
         return (f"overloaded: {self.in_flight} sagas in flight, finishing {self.finishing_per_s:.0f}/s; "
                 f"admitting at most {self.limit} at once keeps a new saga's expected time in the system "
                 f"under the admission target; retry after {self.retry_after_s} s")

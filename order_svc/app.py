@@ -94,6 +94,8 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.timer(interval=GAUGE_INTERVAL_S, name="order_svc.saga_gauges")
     async def measure_sagas() -> None:
+        """Every GAUGE_INTERVAL_S (5 s): set saga_sagas_in_flight and saga_sagas_stuck from the orders
+        table; logs and skips a tick when the database is away."""
         try:
             async with (await runtime.uow()).connection() as connection:
                 counts = await repository.saga_counts(connection)
@@ -105,6 +107,8 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.timer(interval=DEADLINE_INTERVAL_S, name="order_svc.deadlines")
     async def enforce_deadlines() -> None:
+        """Every DEADLINE_INTERVAL_S (1 s): give up the orders in flight past their deadline (docs/contract/flows.md,
+        Cancellation and the deadline); logs and skips a tick when the database is away."""
         try:
             given_up = await handlers.expire_overdue_orders(await runtime.uow(), on_committed=count_finished_sagas)
         except Exception as error:  # the database may be away for a while; the next tick tries again
@@ -118,6 +122,8 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.timer(interval=MEASURE_INTERVAL_S, name="order_svc.admission")
     async def measure_load() -> None:
+        """Every MEASURE_INTERVAL_S (0.25 s): feed admission control a SagaLoad reading and refresh its
+        gauges; skips a tick when the database is away."""
         try:
             async with (await runtime.uow()).connection() as connection:
                 load = await repository.saga_load(connection, admission.window_s, admission.recent_s)
@@ -129,7 +135,9 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.page("/orders")
     class Orders(View):
+        """GET /orders (list) and POST /orders (place an order)."""
         async def get(self, request: Request) -> Response:
+            """GET /orders?status=&limit=: 200 the newest orders; 422 bad status or limit."""
             try:
                 which, limit = _list_query(request.query)
             except ValueError as error:
@@ -138,6 +146,9 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
                 return json_response(self, await repository.recent_orders(connection, which, limit))
 
         async def post(self, request: Request) -> Response:
+            """POST /orders: 201 a new order; 200 the earlier order for a repeated Idempotency-Key; 409 key reused
+            for another order; 413; 422; 503 with Retry-After (admission control, database away)
+            (docs/contract/interfaces.md, HTTP, order_svc)."""
             try:
                 command = PlaceOrder.model_validate(await read_json(request))
                 idempotency_key = _idempotency_key(request)
@@ -164,7 +175,9 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.page("/orders/{order_id}")
     class OrderDetails(View):
+        """GET /orders/{order_id}: one order with its history."""
         async def get(self, request: Request, order_id: str) -> Response:
+            """GET /orders/{order_id}: 200 the order with its history; 404 unknown; 422 not a UUID."""
             ident = _order_id(order_id)
             if ident is None:
                 return _bad_id(self, order_id)
@@ -176,7 +189,9 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.page("/orders/{order_id}/timeline")
     class OrderTimeline(View):
+        """GET /orders/{order_id}/timeline: what order_svc's database saw of one saga."""
         async def get(self, request: Request, order_id: str) -> Response:
+            """GET /orders/{order_id}/timeline: 200 the order and its timeline; 404 unknown; 422 not a UUID."""
             ident = _order_id(order_id)
             if ident is None:
                 return _bad_id(self, order_id)
@@ -188,7 +203,10 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.page("/orders/{order_id}/cancel")
     class CancelOrder(View):
+        """POST /orders/{order_id}/cancel: the customer's cancellation."""
         async def post(self, request: Request, order_id: str) -> Response:
+            """POST /orders/{order_id}/cancel: 200 {"order_id", "status"}; 404 unknown; 409 already CONFIRMED or
+            CANCELLED; 422 not a UUID (docs/contract/flows.md, Cancellation and the deadline)."""
             ident = _order_id(order_id)
             if ident is None:
                 return _bad_id(self, order_id)
@@ -203,7 +221,9 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.page("/board")
     class Board(View):
+        """GET /board: a page saying where the saga board is."""
         async def get(self, request: Request) -> Response:
+            """GET /board: 200 an HTML page (`saga board` serves the board itself)."""
             return self.bytes(_board_page(), content_type="text/html", headers={"Cache-Control": "no-cache"})
 
     return runtime

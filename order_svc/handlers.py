@@ -29,6 +29,7 @@ from shared.uow import Transaction, UnitOfWork
 
 @dataclass(frozen=True)
 class PlacedOrder:
+    """What place_order did: the order's id and current status."""
     order_id: UUID
     status: OrderStatus
     created: bool
@@ -165,21 +166,25 @@ async def _expire(uow: UnitOfWork, order_id: UUID, on_committed: Callable[[Trans
 
 
 async def on_inventory_rejected(event: InventoryRejected, tx: Transaction) -> None:
+    """INVENTORY_REJECTED: lock the order, let the rules decide (C1), record; OrderNotFound if unknown."""
     order = await _locked(tx, event.order_id)
     await _record(tx, order, domain.on_inventory_rejected(order, event.reason))
 
 
 async def on_payment_completed(event: PaymentCompleted, tx: Transaction) -> None:
+    """PAYMENT_COMPLETED: lock the order, let the rules decide (confirm or give up), record; OrderNotFound if unknown."""
     order = await _locked(tx, event.order_id)
     await _record(tx, order, domain.on_payment_completed(order))
 
 
 async def on_payment_failed(event: PaymentFailed, tx: Transaction) -> None:
+    """PAYMENT_FAILED: lock the order, let the rules decide (remember the cause), record; OrderNotFound if unknown."""
     order = await _locked(tx, event.order_id)
     await _record(tx, order, domain.on_payment_failed(order, event.reason))
 
 
 async def on_inventory_released(event: InventoryReleased, tx: Transaction) -> None:
+    """INVENTORY_RELEASED: lock the order, let the rules decide (cancel), record; OrderNotFound if unknown."""
     order = await _locked(tx, event.order_id)
     await _record(tx, order, domain.on_inventory_released(order))
 

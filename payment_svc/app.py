@@ -32,13 +32,17 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
 
     @runtime.app.page("/accounts")
     class Accounts(View):
+        """GET /accounts: every account."""
         async def get(self, request: Request) -> Response:
+            """GET /accounts: 200 [{"customer", "balance", "currency"}]."""
             async with (await runtime.request_uow()).connection() as connection:
                 return json_response(self, await repository.accounts(connection))
 
     @runtime.app.page("/accounts/{customer}")
     class Account(View):
+        """GET and PUT /accounts/{customer}: one account."""
         async def get(self, request: Request, customer: str) -> Response:
+            """GET /accounts/{customer}: 200 the account; 404 unknown customer; 422 not a valid customer id."""
             try:
                 customer = request_value(CUSTOMER, customer, "path", "customer")
             except ValueError as error:
@@ -50,6 +54,7 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
             return json_response(self, found)
 
         async def put(self, request: Request, customer: str) -> Response:
+            """PUT /accounts/{customer} {"balance", "currency"}: 200 the account after seeding; 413; 422 bad id or body."""
             try:
                 customer = request_value(CUSTOMER, customer, "path", "customer")
                 command = SetAccount.model_validate(await read_json(request))
