@@ -33,6 +33,7 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/stock")
     class Stock(View):
         """GET /stock: every SKU's levels."""
+
         async def get(self, request: Request) -> Response:
             """GET /stock: 200 [{"sku", "available", "reserved", "sold"}]."""
             async with (await runtime.request_uow()).connection() as connection:
@@ -41,6 +42,7 @@ def create_runtime(settings: InventorySettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/stock/{sku}")
     class StockItem(View):
         """GET and PUT /stock/{sku}: one SKU's levels."""
+
         async def get(self, request: Request, sku: str) -> Response:
             """GET /stock/{sku}: 200 the SKU's levels; 404 unknown SKU; 422 not a valid SKU."""
             try:

@@ -46,6 +46,7 @@ from shared.events import (
 
 class ReservationStatus(StrEnum):
     """A reservations row's status (the state diagram at the top of this module)."""
+
     RESERVED = "RESERVED"
     RELEASED = "RELEASED"
     COMMITTED = "COMMITTED"

@@ -136,6 +136,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/orders")
     class Orders(View):
         """GET /orders (list) and POST /orders (place an order)."""
+
         async def get(self, request: Request) -> Response:
             """GET /orders?status=&limit=: 200 the newest orders; 422 bad status or limit."""
             try:
@@ -176,6 +177,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/orders/{order_id}")
     class OrderDetails(View):
         """GET /orders/{order_id}: one order with its history."""
+
         async def get(self, request: Request, order_id: str) -> Response:
             """GET /orders/{order_id}: 200 the order with its history; 404 unknown; 422 not a UUID."""
             ident = _order_id(order_id)
@@ -190,6 +192,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/orders/{order_id}/timeline")
     class OrderTimeline(View):
         """GET /orders/{order_id}/timeline: what order_svc's database saw of one saga."""
+
         async def get(self, request: Request, order_id: str) -> Response:
             """GET /orders/{order_id}/timeline: 200 the order and its timeline; 404 unknown; 422 not a UUID."""
             ident = _order_id(order_id)
@@ -204,6 +207,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/orders/{order_id}/cancel")
     class CancelOrder(View):
         """POST /orders/{order_id}/cancel: the customer's cancellation."""
+
         async def post(self, request: Request, order_id: str) -> Response:
             """POST /orders/{order_id}/cancel: 200 {"order_id", "status"}; 404 unknown; 409 already CONFIRMED or
             CANCELLED; 422 not a UUID (docs/contract/flows.md, Cancellation and the deadline)."""
@@ -222,6 +226,7 @@ def create_runtime(settings: OrderSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/board")
     class Board(View):
         """GET /board: a page saying where the saga board is."""
+
         async def get(self, request: Request) -> Response:
             """GET /board: 200 an HTML page (`saga board` serves the board itself)."""
             return self.bytes(_board_page(), content_type="text/html", headers={"Cache-Control": "no-cache"})

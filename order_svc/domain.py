@@ -64,6 +64,7 @@ DEFAULT_DEADLINE_SECONDS = 30.0
 
 class OrderStatus(StrEnum):
     """An order's status, `orders.status` (docs/contract/flows.md, The order's states)."""
+
     PENDING = "PENDING"
     CANCEL_REQUESTED = "CANCEL_REQUESTED"
     CANCELLING = "CANCELLING"
@@ -78,6 +79,7 @@ TERMINAL = frozenset({OrderStatus.CONFIRMED, OrderStatus.CANCELLED})
 
 class OrderNotFound(DomainError):
     """No order with this id: a 404 over HTTP, a dead letter when an event names it."""
+
     def __init__(self, order_id: UUID | str) -> None:
         super().__init__(f"order {order_id} not found")
         self.order_id = order_id

@@ -30,6 +30,7 @@ from shared.uow import Transaction, UnitOfWork
 @dataclass(frozen=True)
 class PlacedOrder:
     """What place_order did: the order's id and current status."""
+
     order_id: UUID
     status: OrderStatus
     created: bool
@@ -172,7 +173,8 @@ async def on_inventory_rejected(event: InventoryRejected, tx: Transaction) -> No
 
 
 async def on_payment_completed(event: PaymentCompleted, tx: Transaction) -> None:
-    """PAYMENT_COMPLETED: lock the order, let the rules decide (confirm or give up), record; OrderNotFound if unknown."""
+    """PAYMENT_COMPLETED: lock the order, let the rules decide (confirm, or give up past the deadline),
+    record; OrderNotFound if unknown."""
     order = await _locked(tx, event.order_id)
     await _record(tx, order, domain.on_payment_completed(order))
 

@@ -204,7 +204,8 @@ async def save_order(connection: asyncpg.Connection, order: Order, *, status_cha
 async def add_history(
     connection: asyncpg.Connection, order_id: UUID, status: OrderStatus, reason: str | None, event_id: UUID | None
 ) -> None:
-    """Add one order_history row: the order entered `status` (with `reason`), recorded by event `event_id` (None: no event)."""
+    """Add one order_history row: the order entered `status` (with `reason`), recorded by event
+    `event_id` (None: no event)."""
     await connection.execute(_ADD_HISTORY, order_id, status, reason, event_id)
 
 
@@ -265,6 +266,7 @@ async def recent_orders(connection: asyncpg.Connection, which: str, limit: int) 
 @dataclass(frozen=True)
 class SagaCounts:
     """Orders in flight and stuck, for the saga gauges."""
+
     in_flight: int
     """Orders not CONFIRMED or CANCELLED."""
     stuck: int

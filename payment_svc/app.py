@@ -33,6 +33,7 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/accounts")
     class Accounts(View):
         """GET /accounts: every account."""
+
         async def get(self, request: Request) -> Response:
             """GET /accounts: 200 [{"customer", "balance", "currency"}]."""
             async with (await runtime.request_uow()).connection() as connection:
@@ -41,6 +42,7 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
     @runtime.app.page("/accounts/{customer}")
     class Account(View):
         """GET and PUT /accounts/{customer}: one account."""
+
         async def get(self, request: Request, customer: str) -> Response:
             """GET /accounts/{customer}: 200 the account; 404 unknown customer; 422 not a valid customer id."""
             try:
@@ -54,7 +56,8 @@ def create_runtime(settings: PaymentSettings | None = None) -> ServiceRuntime:
             return json_response(self, found)
 
         async def put(self, request: Request, customer: str) -> Response:
-            """PUT /accounts/{customer} {"balance", "currency"}: 200 the account after seeding; 413; 422 bad id or body."""
+            """PUT /accounts/{customer} {"balance", "currency"}: 200 the account after seeding; 413;
+            422 bad id or body."""
             try:
                 customer = request_value(CUSTOMER, customer, "path", "customer")
                 command = SetAccount.model_validate(await read_json(request))

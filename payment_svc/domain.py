@@ -57,6 +57,7 @@ from shared.money import Currency, Money
 
 class PaymentStatus(StrEnum):
     """A payments row's status (the state diagram at the top of this module)."""
+
     CAPTURED = "CAPTURED"
     REFUNDED = "REFUNDED"
     DECLINED = "DECLINED"
@@ -82,6 +83,7 @@ class UnknownCustomer(DomainError):
 @dataclass(frozen=True)
 class Account:
     """A customer's account as the rules see it: `balance` in `currency` (ISO 4217)."""
+
     customer_id: str
     balance: Decimal
     currency: str
