@@ -21,6 +21,9 @@ __all__ = ["OrderedAcks"]
 
 
 class OrderedAcks:
+    """Acks each partition's messages in the order received, whatever order they finish in (the
+    module's invariant); `ack(message)` is called once per message."""
+
     def __init__(self, ack: Callable[[Any], object]) -> None:
         self._ack = ack
         # partition -> (message id -> finished?) in the order received

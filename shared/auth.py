@@ -91,6 +91,7 @@ class SigningKey:
 
     @property
     def key_id(self) -> str:
+        """The 16 hex digits naming this key's public half (`key_id`)."""
         return key_id(self.private_key.public_key())
 
     def sign(self, **content: Any) -> str:

@@ -82,13 +82,17 @@ class IncomingMessage:
 
     @functools.cached_property
     def headers(self) -> Mapping[str, str]:
+        """{name: value} of the headers with a value, decoded as UTF-8 (invalid bytes replaced); the last of
+        a repeated name wins."""
         return {name: value.decode("utf-8", "replace") for name, value in self.header_pairs if value is not None}
 
     def header_count(self, name: str) -> int:
+        """How many headers are named `name` (null values included)."""
         return sum(1 for found, _ in self.header_pairs if found == name)
 
     @property
     def key_text(self) -> str | None:
+        """The record key as UTF-8 text (invalid bytes replaced), None for a null key."""
         return self.key.decode("utf-8", "replace") if self.key is not None else None
 
 
@@ -138,6 +142,7 @@ class Breaker:
 
     @property
     def open(self) -> bool:
+        """Whether the breaker is open (failing events wait and retry instead of being dead-lettered)."""
         return self.opened_at is not None
 
     def failed(self, error: str) -> bool:
@@ -151,6 +156,7 @@ class Breaker:
         return self.open
 
     def succeeded(self) -> None:
+        """Count one event handled: closes the breaker (logged if it was open) and resets the count."""
         if self.opened_at is not None:
             log.warning("breaker closed after %.0f s: an event was handled", time.monotonic() - self.opened_at)
         self.failures_in_row, self.opened_at = 0, None
@@ -194,10 +200,12 @@ class EventProcessor:
 
     @property
     def name(self) -> str:
+        """The inbox consumer name (the service's name)."""
         return self.uow.consumer
 
     @functools.cached_property
     def handled_types(self) -> frozenset[str]:
+        """The event_type names of every type in `handlers` and `foreign_handlers`."""
         return frozenset(cls.model_fields["event_type"].default for cls in (*self.handlers, *self.foreign_handlers))
 
     def admit(self, message: IncomingMessage) -> tuple[Envelope, Mapping[type, Handler]] | Outcome:
@@ -285,6 +293,7 @@ class EventProcessor:
         event_type = envelope.event.event_type
 
         def retrying_after(state: retrying.RetryCallState) -> None:
+            """Count the retry (saga_retries_total) and log it."""
             metrics.RETRIES.labels(self.name, event_type).inc()
             log.warning("retrying %s %s after %s (attempt %d)", event_type, envelope.event_id,
                         state.outcome.exception(), state.attempt_number)
@@ -300,6 +309,7 @@ class EventProcessor:
         kept. A failure that is not transient falls back to a minimal dead letter (where and
         why, nothing of the content; `minimal` asks for one at once); it never escapes."""
         def not_yet(state: retrying.RetryCallState) -> None:
+            """Log a transient failure to write the dead letter before the next attempt."""
             failure = state.outcome.exception()
             if isinstance(failure, TransientError):
                 log.warning("cannot write dead letter yet (%s); retrying", failure)

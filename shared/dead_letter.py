@@ -89,6 +89,9 @@ class RawRecord:
 
     @classmethod
     def of(cls, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> RawRecord:
+        """The record as stored: the key cut at KEY_BYTES_KEPT (64 KiB), the value at VALUE_BYTES_KEPT
+        (8 MiB), the first HEADERS_KEPT (256) headers with names and values cut at HEADER_BYTES_KEPT
+        (64 KiB); `value_size` and `value_sha256` of the whole value; `cut` when anything was cut."""
         cut = len(headers) > HEADERS_KEPT
         names, values = [], []
         for name, header_value in headers[:HEADERS_KEPT]:
@@ -279,6 +282,7 @@ async def pending(connection: asyncpg.Connection, since: datetime | None = None)
 
 
 async def mark_replayed(connection: asyncpg.Connection, dead_letter_id: uuid.UUID) -> None:
+    """Set the dead letter's `replayed_at`: `pending` no longer lists it."""
     await connection.execute(_MARK_REPLAYED, dead_letter_id)
 
 

@@ -32,6 +32,7 @@ class ServiceDescriptor:
 
     @property
     def default_url(self) -> str:
+        """Its HTTP API on loopback, ``http://127.0.0.1:<http_port>``."""
         return f"http://127.0.0.1:{self.http_port}"
 
     @property

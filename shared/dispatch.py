@@ -28,6 +28,9 @@ __all__ = ["KeyedDispatcher"]
 
 
 class KeyedDispatcher:
+    """Runs up to `limit` (≥ 1, else ValueError) submitted works at once, one key's strictly one
+    after another in submission order (the module's invariants)."""
+
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -38,6 +41,7 @@ class KeyedDispatcher:
 
     @property
     def in_flight(self) -> int:
+        """Works submitted and not finished yet."""
         return len(self._running)
 
     @property

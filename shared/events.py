@@ -64,6 +64,8 @@ CancellationReason = Literal[InventoryRejectionReason, PaymentDeclineReason, Con
 
 
 class OrderItem(BaseModel):
+    """One line of an order: `quantity` (1 to 1,000,000 units) of `sku`."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sku: Sku

@@ -144,6 +144,7 @@ class KafkaGroupConsumer(Service):
 
     # --- what /health asks ---------------------------------------------------------------
     def assignment(self) -> set[TopicPartition]:
+        """The partitions Kafka has given this member now (a copy)."""
         return set(self._assigned)
 
     def lag(self) -> int:
@@ -169,6 +170,7 @@ class KafkaGroupConsumer(Service):
 
     @property
     def running(self) -> bool:
+        """Whether the consumer is connected and not stopping."""
         return self._consumer is not None and not self.should_stop
 
     @property
@@ -178,10 +180,13 @@ class KafkaGroupConsumer(Service):
 
     # --- lifecycle -----------------------------------------------------------------------
     async def on_start(self) -> None:
+        """Start the fetch loop; the process exits (70) if the loop ever fails."""
         self._tasks = [asyncio.ensure_future(self._run())]
         self._tasks[0].add_done_callback(_exit_if_crashed)
 
     async def on_stop(self) -> None:
+        """Stop fetching; give the records in flight STOP_DRAIN_SECONDS (15 s) to finish (the rest are
+        cancelled, unacked, redelivered), commit what settled and leave the group."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -200,6 +205,7 @@ class KafkaGroupConsumer(Service):
         """A started consumer in the group, subscribed; tried again (0.2 s, doubling to 5 s) for as
         long as Kafka does not answer."""
         def not_yet(state: retrying.RetryCallState) -> None:
+            """Log that Kafka does not answer yet, before the next attempt."""
             log.warning("Kafka not reachable yet (%s); retrying", state.outcome.exception())
 
         async for attempt in retrying.forever(retry_on=KafkaError, wait=retrying.doubling(0.2, 5.0), on_retry=not_yet):
@@ -376,7 +382,9 @@ class _Rebalance(ConsumerRebalanceListener):
         self.stream = stream
 
     async def on_partitions_revoked(self, revoked) -> None:
+        """Drain or cancel the records in flight, commit what settled, forget the revoked partitions."""
         await self.stream._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
+        """Take the new assignment (unpaused; the stall clock restarts)."""
         self.stream._assigned_now(set(assigned))

@@ -107,6 +107,7 @@ def _before_render(service: str) -> list[Any]:
     """What every line gets, from structlog and from the stdlib alike: context, level, logger, time, service."""
 
     def add_service(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        """A structlog processor: the line's `service` unless it names one already."""
         event.setdefault("service", service)
         return event
 

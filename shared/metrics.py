@@ -31,6 +31,7 @@ class _OneServicePerProcess:
     _labelnames: tuple[str, ...]
 
     def labels(self, service: str, *values: str) -> Any:
+        """The child for `values`, or the metric itself when it has no labels; `service` is ignored."""
         return super().labels(*values) if self._labelnames else self  # type: ignore[misc]
 
 

@@ -36,6 +36,8 @@ ORDER BY slot_name
 
 @dataclass(frozen=True)
 class SlotFigures:
+    """One logical replication slot as /metrics shows it; sizes in bytes."""
+
     slot: str
     database: str
     active: bool
@@ -46,6 +48,7 @@ class SlotFigures:
     """reserved / extended / unreserved / lost (PostgreSQL's own words)."""
 
     def as_json(self) -> dict:
+        """The figures as a JSON-ready dict of the fields."""
         return asdict(self)
 
 

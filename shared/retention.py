@@ -52,15 +52,19 @@ DELETE FROM debezium_heartbeat WHERE beat_at IN (
 
 @dataclass(frozen=True)
 class RetentionPolicy:
+    """How long outbox (and debezium_heartbeat) and inbox rows are kept, and rows deleted per transaction."""
+
     outbox: timedelta
     inbox: timedelta
     batch: int = 1000
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> "RetentionPolicy":
+        """From SAGA_OUTBOX_RETENTION, SAGA_INBOX_RETENTION and SAGA_RETENTION_BATCH."""
         return cls(settings.outbox_retention, settings.inbox_retention, settings.retention_batch)
 
     def age(self, table: str) -> timedelta:
+        """How old a row of `table` may get: `inbox` for the inbox, `outbox` for every other table."""
         return self.inbox if table == "inbox" else self.outbox
 
 

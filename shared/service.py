@@ -85,11 +85,13 @@ class _ReportingUnitOfWork(UnitOfWork):
         self.on_committed = on_committed
 
     async def handle(self, envelope: Envelope, handlers: Mapping[type, Handler]) -> Transaction | None:
+        """As UnitOfWork.handle, then report the transaction to `on_committed` (not a duplicate)."""
         tx = await super().handle(envelope, handlers)
         self._report(envelope, tx)
         return tx
 
     async def handle_batch(self, batch: Sequence[tuple[Envelope, Mapping[type, Handler]]]) -> list[Transaction | None]:
+        """As UnitOfWork.handle_batch, then report each committed, not duplicate, transaction to `on_committed`."""
         results = await super().handle_batch(batch)
         for (envelope, _), tx in zip(batch, results):
             self._report(envelope, tx)
@@ -114,10 +116,14 @@ class _Boot(BootStrategy):
         self.extra = list(extra)
 
     def server(self):
+        """faust's server services plus the `extra` ones."""
         return [*super().server(), *self.extra]
 
 
 class ServiceRuntime:
+    """One service process (the module's docstring): `app` (faust: HTTP views, timers) and `stream`
+    (its Kafka consumer) over one database pool; `.main()` runs it."""
+
     def __init__(
         self,
         settings: ServiceSettings,
@@ -165,6 +171,7 @@ class ServiceRuntime:
 
     # --- database ----------------------------------------------------------------------
     async def pool(self) -> asyncpg.Pool:
+        """The service's asyncpg pool, created on first use (30 s command timeout); a failure to connect passes."""
         async with self._pool_lock:
             if self._pool is None:
                 s = self.settings
@@ -184,6 +191,7 @@ class ServiceRuntime:
         return KeyRing.load(self.settings.keys_dir, self.name)
 
     async def uow(self) -> UnitOfWork:
+        """A unit of work over the pool, reporting to `on_committed` when given."""
         if self.on_committed is not None:
             return _ReportingUnitOfWork(await self.pool(), self.settings.consumer_name, self.on_committed, self.keys)
         return UnitOfWork(await self.pool(), self.settings.consumer_name, self.keys)
@@ -200,6 +208,7 @@ class ServiceRuntime:
         return UnitOfWork(pool, self.settings.consumer_name, self.keys, acquire_timeout=DATABASE_WAIT_S)
 
     async def consumer(self) -> EventProcessor:
+        """A new EventProcessor over `uow()`, with group commit when consumer_batch_max > 1."""
         uow = await self.uow()
         batch = self.settings.consumer_batch_max
         return EventProcessor(uow, self.handlers, keys=self.keys, foreign_handlers=self.foreign_handlers,
@@ -243,6 +252,7 @@ class ServiceRuntime:
         """`await make()`, tried again (0.2 s, doubling to 5 s) for as long as the database does
         not answer (OSError, a PostgreSQL error); anything else passes."""
         def not_yet(state: retrying.RetryCallState) -> None:
+            """Log that the database does not answer yet, before the next attempt."""
             log.warning("database not reachable yet (%s); retrying", state.outcome.exception())
 
         async for attempt in retrying.forever(retry_on=(OSError, asyncpg.PostgresError),
@@ -256,6 +266,8 @@ class ServiceRuntime:
 
         @self.app.timer(self.settings.retention_interval, name=f"{self.name}.retention")
         async def purge_old_rows() -> None:
+            """Every SAGA_RETENTION_INTERVAL seconds: delete outbox, inbox and heartbeat rows past their
+            retention (shared/retention.py); logs and skips a run when the database is away."""
             try:
                 await retention.purge(await runtime.uow(), retention.RetentionPolicy.from_settings(runtime.settings))
             except Exception as error:  # the database is away: the next run carries on
@@ -263,6 +275,8 @@ class ServiceRuntime:
 
         @self.app.timer(SLOT_FIGURES_INTERVAL, name=f"{self.name}.replication_slots")
         async def read_slot_figures() -> None:
+            """Every SLOT_FIGURES_INTERVAL (5 s): this database's replication slot figures for /metrics;
+            cleared when the database does not answer within 5 s."""
             try:
                 pool = await asyncio.wait_for(runtime.pool(), 5)
                 async with pool.acquire(timeout=5) as connection:
@@ -277,7 +291,11 @@ class ServiceRuntime:
         runtime = self
 
         class Ready(View):
+            """GET /readyz (and /health): whether the service is ready."""
+
             async def get(self, request: Request) -> Response:
+                """GET /readyz, /health: 200 ready, else 503; the body names each check (docs/contract/interfaces.md,
+                HTTP, every service)."""
                 ready, body = await runtime.readiness()
                 return json_response(self, body, status=200 if ready else 503)
 
@@ -286,19 +304,30 @@ class ServiceRuntime:
 
         @self.app.page("/livez")
         class Live(View):
+            """GET /livez: whether the process works."""
+
             async def get(self, request: Request) -> Response:
+                """GET /livez: 200 {"status": "ok"} while the consumer's fetch loop runs, else 503
+                {"status": "down"}."""
                 alive = runtime.stream.fetch_loop_alive
                 return json_response(self, {"status": "ok" if alive else "down"}, status=200 if alive else 503)
 
         @self.app.page("/metrics")
         class Metrics(View):
+            """GET /metrics: the process's metrics."""
+
             async def get(self, request: Request) -> Response:
+                """GET /metrics: 200 Prometheus text format, OpenMetrics when `Accept` asks for it."""
                 text, content_type = metrics.render(request.headers.get("Accept"))  # OpenMetrics if asked
                 return self.bytes(text, headers={"Content-Type": content_type, "Vary": "Accept"})
 
         @self.app.page("/deadletters/{dead_letter_id}/replay")
         class Replay(View):
+            """POST /deadletters/{id}/replay: one dead letter through the handlers again."""
+
             async def post(self, request: Request, dead_letter_id: str) -> Response:
+                """POST /deadletters/{id}/replay: 200 {"id", "outcome"}; 404 unknown id; 409 it failed again;
+                422 not a dead letter id; 503 database away."""
                 try:
                     ident = uuid.UUID(dead_letter_id)
                 except ValueError:
@@ -318,7 +347,11 @@ class ServiceRuntime:
 
         @self.app.page("/deadletters/replay")
         class ReplayAll(View):
+            """POST /deadletters/replay: every dead letter not yet replayed."""
+
             async def post(self, request: Request) -> Response:
+                """POST /deadletters/replay {"since"}: 200 {"replayed": [{"id", "outcome"}], "failed":
+                [{"id", "error"}]}; 422 bad body or `since`; 503 database away."""
                 try:
                     body = await read_json(request) if request.content_length or request.body_exists else {}
                     since = _since(body.get("since"))

@@ -140,6 +140,8 @@ class ServiceSettings(BaseSettings):
 
 
 class OrderSettings(ServiceSettings):
+    """order_svc's settings, from ORDER_SVC_* (and the shared SAGA_*) variables."""
+
     model_config = SettingsConfigDict(env_prefix="ORDER_SVC_")
     service_name: ClassVar[str] = "order_svc"
 
@@ -160,6 +162,8 @@ class OrderSettings(ServiceSettings):
 
 
 class InventorySettings(ServiceSettings):
+    """inventory_svc's settings, from INVENTORY_SVC_* (and the shared SAGA_*) variables."""
+
     model_config = SettingsConfigDict(env_prefix="INVENTORY_SVC_")
     service_name: ClassVar[str] = "inventory_svc"
 
@@ -168,6 +172,8 @@ class InventorySettings(ServiceSettings):
 
 
 class PaymentSettings(ServiceSettings):
+    """payment_svc's settings, from PAYMENT_SVC_* (and the shared SAGA_*) variables."""
+
     model_config = SettingsConfigDict(env_prefix="PAYMENT_SVC_")
     service_name: ClassVar[str] = "payment_svc"
 

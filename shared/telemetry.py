@@ -360,6 +360,7 @@ class _NoSpan:
     __slots__ = ()
 
     def set_attribute(self, name: str, value: Any) -> None:
+        """Does nothing."""
         return None
 
 

@@ -32,12 +32,15 @@ TRACESTATE_MAX_CHARS = 512
 
 @dataclass(frozen=True)
 class TraceContext:
+    """A parsed traceparent: 32 hex digits of trace id, 16 of span id, 2 of flags."""
+
     trace_id: str
     span_id: str
     flags: str = _SAMPLED
 
     @property
     def header(self) -> str:
+        """The traceparent header, ``00-<trace id>-<span id>-<flags>``."""
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
 
     def child(self) -> TraceContext:

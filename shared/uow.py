@@ -138,10 +138,12 @@ class Envelope:
 
     @property
     def saga_id(self) -> str:
+        """The saga's id: the event's order id, as text."""
         return str(self.event.order_id)
 
     @property
     def trace(self) -> TraceHeaders:
+        """The received traceparent and tracestate as TraceHeaders (missing ones "")."""
         return TraceHeaders.received(self.traceparent, self.tracestate)
 
 
@@ -310,6 +312,7 @@ class UnitOfWork:
         return cls(pool, consumer, keys)
 
     async def close(self) -> None:
+        """Close the pool (waits for the connections in use to be released)."""
         await self.pool.close()
 
     @asynccontextmanager
