@@ -53,14 +53,19 @@ class Mix:
         return cls(*shares)
 
     def as_json(self) -> dict[str, float]:
+        """{flow: share in percent}."""
         return {"happy": self.happy, "out_of_stock": self.out_of_stock, "declined": self.declined}
 
     def draw(self, rng: random.Random) -> str:
+        """One flow name, drawn from `rng` with the shares as weights."""
         return rng.choices(FLOWS, weights=(self.happy, self.out_of_stock, self.declined))[0]
 
 
 @dataclass(frozen=True)
 class BenchCatalog:
+    """One run's names, all tagged `bench-<tag>-`: `skus` well stocked, `empty_sku` with nothing on
+    hand, `rich` customers who can pay any order, `poor` ones (1.00 EUR) who cannot."""
+
     tag: str
     skus: tuple[str, ...]
     empty_sku: str
@@ -81,10 +86,13 @@ class BenchCatalog:
 
     @property
     def customers(self) -> tuple[str, ...]:
+        """Every customer, rich then poor."""
         return self.rich + self.poor
 
     @property
     def seeded(self) -> Seeded:
+        """What `seed` sets: UNITS_ON_HAND of each SKU (0 of `empty_sku`), RICH_BALANCE or POOR_BALANCE EUR
+        per customer."""
         stock = {sku: UNITS_ON_HAND for sku in self.skus}
         stock[self.empty_sku] = 0
         balances = {customer: RICH_BALANCE for customer in self.rich}
@@ -97,6 +105,7 @@ class BenchCatalog:
         seeded = self.seeded
 
         async def put(url: str, body: dict, what: str) -> None:
+            """PUT `body` to `url`, at most `concurrency` at once; CliError on an answer ≥ 300 or no connection."""
             async with gate:
                 try:
                     async with session.put(url, json=body) as answer:
@@ -124,6 +133,7 @@ class BenchCatalog:
 
 
 def expected_outcome(flow: str) -> tuple[str, str | None]:
+    """The (status, reason) a saga of `flow` must end in (EXPECTED); KeyError for an unknown flow."""
     return EXPECTED[flow]
 
 

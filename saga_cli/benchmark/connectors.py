@@ -45,12 +45,16 @@ TUNING_KEYS = (
 
 
 class Transports:
+    """Which publisher carries the outbox to Kafka during a benchmark run (the module's steps);
+    over the stack's Kafka Connect worker and PostgreSQL."""
+
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.connect = Connect(settings)
         self.postgres = Postgres(settings)
 
     def specs(self) -> list[ConnectorSpec]:
+        """Every outbox connector with its database and slot (Connect.specs)."""
         return self.connect.specs()
 
     # --- Debezium with one set of settings or another ------------------------------------

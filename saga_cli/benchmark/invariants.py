@@ -91,6 +91,8 @@ class Snapshot:
 
 @dataclass
 class Report:
+    """The outcome of the checks: what does not hold, a line of counts per invariant, the records read."""
+
     violations: list[str]
     """What does not hold, one line each: [] is the only pass."""
     lines: list[str]
@@ -99,6 +101,7 @@ class Report:
     """The sagas' records read from the topics for I4/I5 (with their timestamps)."""
 
     def print(self) -> None:
+        """Print the lines of counts, the number of violations and the first 30 of them to stdout."""
         for line in self.lines:
             print(f"  {line}")
         print(f"invariants: {len(self.violations)} violation{'s' if len(self.violations) != 1 else ''}")
@@ -147,6 +150,9 @@ async def connect_read_only(settings: StackSettings, database: str) -> asyncpg.C
 
 
 async def read_databases(settings: StackSettings, order_ids: list[str], keys: Iterable[str], seeded: Seeded) -> Snapshot:
+    """The Snapshot of the sagas `order_ids`: their orders, history, reservations and payments, the seeded
+    SKUs' stock and customers' accounts and payments, and the outbox rows whose saga id is one of
+    `keys`, over the three databases (read-only, as the service roles)."""
     ids = [uuid.UUID(o) for o in order_ids]
     keys = sorted(keys)
     orders_db, inventory_db, payments_db = await asyncio.gather(
@@ -179,6 +185,8 @@ async def read_databases(settings: StackSettings, order_ids: list[str], keys: It
 
 @dataclass(frozen=True)
 class Message:
+    """One record read from a topic: its key, `id` and `eventType` headers ("" when missing)."""
+
     topic: str
     key: str | None
     event_id: str
@@ -255,6 +263,8 @@ def _authentic(ring: KeyRing | None, record, headers: Mapping[str, str]) -> bool
 # --- checking -----------------------------------------------------------------------------
 
 def database_report(s: Snapshot, order_ids: list[str], seeded: Seeded) -> Report:
+    """I1, I2, I3, I4 (databases) and I6 over `s` for `order_ids` (docs/contract/invariants.md): the
+    violations and one line of counts each."""
     violations: list[str] = []
     lines: list[str] = []
 
@@ -351,6 +361,8 @@ def database_report(s: Snapshot, order_ids: list[str], seeded: Seeded) -> Report
 
 
 def topic_report(s: Snapshot, messages: list[Message], order_ids: list[str]) -> Report:
+    """I4 (topics: one event id per saga and type, authentic records only) and I5 (every outbox row
+    of `s` on its topic) over `messages` (docs/contract/invariants.md)."""
     violations: list[str] = []
     seen: dict[str, set[str]] = defaultdict(set)  # topic → ids
     per_type: dict[tuple[str, str], set[str]] = defaultdict(set)

@@ -26,6 +26,8 @@ LATE_AFTER_S = 0.050
 
 @dataclass
 class Placed:
+    """One order order_svc placed (201) during the run."""
+
     order_id: str
     flow: str
     phase: str
@@ -38,6 +40,8 @@ class Placed:
 
 @dataclass
 class LoadCounters:
+    """What the open loop sent and how each request ended, updated as the answers come in."""
+
     sent: int = 0
     placed: int = 0
     failed: int = 0
@@ -49,9 +53,11 @@ class LoadCounters:
 
     @property
     def in_request(self) -> int:
+        """Requests sent and not answered yet."""
         return self.sent - self.placed - self.failed - self.refused
 
     def fail(self, reason: str) -> None:
+        """Count one failed request under `reason` (e.g. "HTTP 422", an exception's name)."""
         self.failed += 1
         self.errors[reason] = self.errors.get(reason, 0) + 1
 

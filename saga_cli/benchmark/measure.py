@@ -52,6 +52,8 @@ WHERE created_at >= $1 AND customer_id = ANY($2::text[]) AND status IN ('CONFIRM
 
 @dataclass(frozen=True)
 class SagaTiming:
+    """One saga's start and end as the orders database recorded them."""
+
     order_id: str
     status: str
     reason: str | None
@@ -61,6 +63,7 @@ class SagaTiming:
 
     @property
     def e2e_ms(self) -> float | None:
+        """Milliseconds from `created_at` to `terminal_at`; None while the saga is not terminal."""
         return None if self.terminal_at is None else (self.terminal_at - self.created_at) * 1000
 
 
@@ -78,6 +81,8 @@ class HopSamples:
 
 
 async def read_timings(settings: StackSettings, order_ids: Collection[str]) -> dict[str, SagaTiming]:
+    """{order id: SagaTiming} of the orders `order_ids` found in the orders database (`terminal_at` None
+    unless CONFIRMED or CANCELLED)."""
     ids = [uuid.UUID(o) for o in order_ids]
     connection = await connect_read_only(settings, "orders")
     try:
@@ -128,6 +133,7 @@ async def read_hops(settings: StackSettings, keys: Collection[str], since: datet
 
 async def _read_all(settings: StackSettings, query: str, since: datetime, keys: list[str]) -> list:
     async def one(database: str) -> list:
+        """The rows `query` returns in `database` (read-only)."""
         connection = await connect_read_only(settings, database)
         try:
             return await connection.fetch(query, since, keys)
@@ -151,12 +157,14 @@ class TerminalCounter:
         self._lock = asyncio.Lock()
 
     async def count(self) -> int:
+        """How many orders of `customers` placed since `since` are CONFIRMED or CANCELLED now."""
         async with self._lock:  # the progress line and the drain share the connection
             if self._connection is None:
                 self._connection = await connect_read_only(self.settings, "orders")
             return await self._connection.fetchval(_TERMINAL_COUNT, self.since, self.customers)
 
     async def close(self) -> None:
+        """Close the connection, if one was opened."""
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

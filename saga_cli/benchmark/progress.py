@@ -10,6 +10,8 @@ from saga_cli.benchmark.load import LoadCounters
 
 
 class Progress:
+    """The run's live progress line on `console` (stderr): phase, sent, terminal, in flight, refused, failed."""
+
     def __init__(self, console: Console) -> None:
         self.console = console
         self._progress: RichProgress | None = None
@@ -20,6 +22,7 @@ class Progress:
         self._label = ""
 
     def start(self, label: str, rate: float, seconds: float) -> None:
+        """Show the line for a run of `seconds` at `rate` orders per second, labelled `label`."""
         self._label, self._seconds, self._started = label, seconds, time.monotonic()
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"),
@@ -33,9 +36,12 @@ class Progress:
         self._task = self._progress.add_task(f"{label} {rate:g}/s", total=seconds, figures="")
 
     def phase(self, name: str) -> None:
+        """The phase the line names from now on ('warmup', 'measure', 'done')."""
         self._phase = name
 
     def update(self, counters: LoadCounters, terminal: int | None) -> None:
+        """Refresh the figures from `counters` and `terminal` sagas (None: unknown, shown "?"); nothing
+        before `start` or after `stop`."""
         if self._progress is None:
             return
         terminal_text = "?" if terminal is None else str(terminal)
@@ -47,9 +53,11 @@ class Progress:
         self._progress.update(self._task, completed=elapsed, figures=figures)
 
     def note(self, text: str) -> None:
+        """Print one dim line `<label>: text` above the progress line."""
         self.console.print(f"[dim]{self._label}: {text}[/dim]")
 
     def stop(self) -> None:
+        """Stop the line (it stays on screen); stopping twice does nothing."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -25,8 +25,9 @@ rows). That costs every emitting transaction one more insert, as such a design d
 it keeps each poll proportional to what is pending, not to what was ever written.
 Trigger and table are dropped when the relay stops. The pending row is deleted only
 after the broker acked: a crash in between publishes a row twice, never zero times
-(the inbox dedupes). With `--compare` only; nothing else in the benchmark writes to a
-service database.
+(the inbox dedupes). With `--compare` only; the only other rows the benchmark writes in a
+service database are the transport measurement's own, in the orders database's outbox
+(benchmark/transport.py), also with `--compare` only.
 """
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ _DONE = "DELETE FROM outbox_relay_pending WHERE id = ANY($1::uuid[])"
 
 @dataclass
 class RelayStats:
+    """What the relay did: records published (in all and per database), polls and polls that found nothing."""
+
     published: int = 0
     polls: int = 0
     empty_polls: int = 0
@@ -117,6 +120,8 @@ class PollingRelay:
         self._last_publish = time.monotonic()
 
     async def start(self) -> None:
+        """Start the producer; in each database install the queue table and trigger (as the service's role)
+        and start its polling loop."""
         self._producer = producer_for(self.settings.kafka_bootstrap)
         await self._producer.start()
         for database in self.databases:

@@ -43,6 +43,9 @@ class _Tracked:
 
 @dataclass
 class ComponentUsage:
+    """One component's use of the machine over the sampling window (the module's docstring): CPU
+    seconds, peak memory in MiB (PSS for postgres, else RSS), processes seen, whether it ran."""
+
     name: str
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
@@ -50,6 +53,7 @@ class ComponentUsage:
     running: bool = False
 
     def as_json(self) -> dict:
+        """{"cpu_s", "peak_rss_mb", "processes", "running"}, CPU to 0.01 s and memory to 0.1 MiB."""
         return {"cpu_s": round(self.cpu_s, 2), "peak_rss_mb": round(self.peak_rss_mb, 1),
                 "processes": self.processes, "running": self.running}
 
@@ -86,6 +90,7 @@ class ResourceSampler:
         self._components.append(_Component(name, find, with_children, proportional))
 
     def start(self) -> None:
+        """Take every component's first reading and start sampling every `interval` seconds in a thread."""
         self._started_at = time.monotonic()
         self._self_cpu = _own_cpu()
         for component in self._components:
@@ -94,6 +99,7 @@ class ResourceSampler:
         self._thread.start()
 
     def stop(self) -> dict[str, ComponentUsage]:
+        """Stop sampling, take the last readings; {component name: ComponentUsage}, "bench" (this process) included."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -36,6 +36,10 @@ were not given up at their deadline): the overload target for admitted sagas' e2
 
 @dataclass(frozen=True)
 class Plan:
+    """One run: `rate` orders per second for `duration` seconds measured after `warmup` seconds,
+    in the flows' `mix`; `seed` for the random draws (None: fresh); `drain_timeout` seconds for
+    the sagas to finish after the last order; `label` names it in reports."""
+
     rate: float
     duration: float
     warmup: float = 5.0
@@ -47,6 +51,10 @@ class Plan:
 
 @dataclass
 class RunResult:
+    """What one run measured: the load's counters, the measurement window (epoch seconds), the sagas'
+    timings and hops, the invariant report, each component's usage, the load averages before and
+    after, the seconds the drain took and whether every saga ended."""
+
     plan: Plan
     counters: LoadCounters
     window: tuple[float, float]
@@ -61,9 +69,11 @@ class RunResult:
 
     @property
     def measured(self) -> list[str]:
+        """The ids of the orders placed in the measurement phase."""
         return [p.order_id for p in self.counters.placements if p.phase == "measure"]
 
     def e2e_ms(self, order_ids=None) -> list[float]:
+        """End-to-end milliseconds of the terminal sagas among `order_ids` (default: the measured ones)."""
         ids = self.measured if order_ids is None else order_ids
         return [t.e2e_ms for i in ids if (t := self.timings.get(i)) is not None and t.e2e_ms is not None]
 
@@ -76,6 +86,7 @@ class RunResult:
 
     @property
     def completed(self) -> int:
+        """Measured sagas that reached CONFIRMED or CANCELLED."""
         return sum(1 for i in self.measured if (t := self.timings.get(i)) and t.terminal_at is not None)
 
     @property
@@ -104,11 +115,14 @@ class RunResult:
         return ok, f"p99 first third {first:.0f} ms, last third {last:.0f} ms"
 
     def unexpected(self) -> list[str]:
+        """One line per terminal saga that did not end as its flow must (catalog.EXPECTED)."""
         flows = {p.order_id: p.flow for p in self.counters.placements}
         return [f"order {o} ({flows[o]}) ended {t.status} {t.reason or ''}".strip() for o, t in self.timings.items()
                 if t.terminal_at is not None and (t.status, t.reason if t.status == "CANCELLED" else None) != EXPECTED[flows[o]]]
 
     def as_json(self) -> dict:
+        """The run as `saga bench --json` reports it: the plan, the counts, rates per second, latency
+        summaries in ms (end to end, per flow, per hop, HTTP), the invariants and the components' usage."""
         hops = self.hops
         cdc, consume, hop = summary(hops.cdc), summary(hops.consume), summary(hops.hop)
         by_flow = {}
@@ -153,6 +167,7 @@ class RunResult:
 
 
 def resource_sampler(settings: StackSettings) -> ResourceSampler:
+    """A sampler (every 0.5 s) of postgres (with its backends, PSS), kafka, kafka-connect and each service."""
     stack = Stack(settings)
     sampler = ResourceSampler(interval=0.5)
     sampler.add("postgres", stack.postgres.find, with_children=True, proportional=True)
@@ -164,6 +179,8 @@ def resource_sampler(settings: StackSettings) -> ResourceSampler:
 
 
 async def run(settings: StackSettings, plan: Plan, progress: Progress) -> RunResult:
+    """Seed a fresh catalog, place orders per `plan` (open loop), drain, check the invariants and read
+    the timings: the RunResult. CliError when seeding fails."""
     rng = random.Random(plan.seed)
     catalog = BenchCatalog.new()
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
@@ -181,6 +198,8 @@ async def run(settings: StackSettings, plan: Plan, progress: Progress) -> RunRes
         sampling: list[asyncio.Task] = []
 
         def on_phase(phase: str, wall: float) -> None:
+            """Follow the load's phases: the measurement window (epoch seconds) and resource sampling start
+            with 'measure' and end with 'done'."""
             progress.phase(phase)
             if phase == "measure":
                 window[0] = wall

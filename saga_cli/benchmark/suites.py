@@ -29,11 +29,16 @@ PASS_THROUGHPUT = 0.97
 SAGA_VARIANTS = ("debezium-default", "debezium-tuned", "relay")
 TRANSPORTS = ("debezium-default", "debezium-tuned", "relay", "direct")
 EVENTS_PER_SAGA = 4.6
-"""Outbox rows per saga of the default mix (5 happy, 3 out of stock, 5 declined: .85·5 + .05·3 + .10·5)."""
+"""Outbox rows per saga assumed for the default mix: the transports' default row rate is
+the saga rate times this (saga_cli/bench.py).
+The flows' rows (docs/contract/flows.md, What each flow emits: 5 happy, 3 out of stock, 5 declined)
+give .85·5 + .05·3 + .10·5 = 4.9, not 4.6."""
 
 
 @dataclass
 class Step:
+    """One step of find_max: its run, whether it passed (`judge`) and why."""
+
     result: RunResult
     passed: bool
     why: str
@@ -41,14 +46,18 @@ class Step:
 
 @dataclass
 class FindMax:
+    """The steps of find_max, in rising rate."""
+
     steps: list[Step] = field(default_factory=list)
 
     @property
     def saturation_rate(self) -> float | None:
+        """The highest rate (orders per second) that passed; None when none did."""
         passed = [s.result.plan.rate for s in self.steps if s.passed]
         return max(passed) if passed else None
 
     def as_json(self) -> dict:
+        """{"saturation_rate", "steps": [{"rate", "sagas_per_s", "e2e_ms", "passed", "why", "violations"}]}."""
         return {
             "saturation_rate": self.saturation_rate,
             "steps": [{"rate": s.result.plan.rate, "sagas_per_s": round(s.result.sagas_per_s, 1),
@@ -58,6 +67,8 @@ class FindMax:
 
 
 def judge(result: RunResult) -> tuple[bool, str]:
+    """(passed, why) for one step: every saga ended in the drain, terminal throughput at least
+    PASS_THROUGHPUT (97 %) of the offered rate, and latency converging (RunResult.converging)."""
     offered = result.plan.rate
     if not result.all_terminal:
         return False, f"sagas still in flight {result.plan.drain_timeout:.0f}s after the load stopped"
@@ -82,6 +93,8 @@ async def settle(progress: Progress, below: float | None, timeout: float = 600.0
 
 async def find_max(settings: StackSettings, plan: Plan, progress: Progress, *, factor: float, max_steps: int,
                    settle_below: float | None = None) -> FindMax:
+    """Runs of `plan` at rising rates (×`factor`, at most `max_steps`) until one fails `judge`; each run
+    starts once the load average is under `settle_below`."""
     found = FindMax()
     rate = plan.rate
     for _ in range(max_steps):
@@ -109,6 +122,9 @@ class Overload:
     runs: list[RunResult] = field(default_factory=list)
 
     def as_json(self) -> dict:
+        """{"saturation_rate", "duration_s", "goodput_within_ms", "rows"}: one row per run with its factor,
+        rates per second offered, admitted, refused, finished and goodput, e2e ms, deadline_exceeded,
+        violations and failed requests."""
         rows = []
         for result in self.runs:
             doc = result.as_json()
@@ -146,12 +162,17 @@ async def overload(settings: StackSettings, plan: Plan, progress: Progress, *,
 
 @dataclass
 class Comparison:
+    """The compare suite's results: saga runs and transport measurements by name, the connector
+    tuning each Debezium variant ran with, the relay's stats."""
+
     runs: dict[str, RunResult] = field(default_factory=dict)
     transports: dict[str, transport.TransportResult] = field(default_factory=dict)
     tuning: dict = field(default_factory=dict)
     relay_stats: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
+        """{"runs", "transports", "tuning", "relay"}: saga runs with ratios to debezium-tuned, transports
+        with ratios to direct."""
         base = self.runs.get("debezium-tuned")
         runs = {}
         for name, result in self.runs.items():
@@ -185,6 +206,9 @@ def _ratio(value, base):
 
 async def compare(settings: StackSettings, plan: Plan, progress: Progress, *, transport_rate: float,
                   transport_seconds: float, burst: int, settle_below: float | None = None) -> Comparison:
+    """The saga runs of `plan` through each of SAGA_VARIANTS, then each of TRANSPORTS alone at
+    `transport_rate` rows per second for `transport_seconds` s plus a `burst` of rows (the
+    module's docstring); the shipped connector configs are restored whatever happens."""
     transports = Transports(settings)
     comparison = Comparison()
     try:

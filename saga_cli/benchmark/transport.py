@@ -53,6 +53,9 @@ measures the transport's throughput rather than the database's commit rate."""
 
 @dataclass
 class TransportResult:
+    """One transport's figures: rows written at `rate` per second and received, latency and CDC
+    summaries in ms, the burst's rows and rows per second (None unless every row arrived)."""
+
     transport: str
     rate: float
     rows: int = 0
@@ -63,6 +66,7 @@ class TransportResult:
     burst_rows_per_s: float | None = None
 
     def as_json(self) -> dict:
+        """The fields as a JSON-ready dict."""
         return {"transport": self.transport, "rate": self.rate, "rows": self.rows, "received": self.received,
                 "latency_ms": self.latency_ms, "cdc_ms": self.cdc_ms, "burst_rows": self.burst_rows,
                 "burst_rows_per_s": self.burst_rows_per_s}
@@ -76,6 +80,7 @@ class _Receiver:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
+        """Start the consumer at the end of every partition of events.bench and begin receiving."""
         await self.consumer.start()
         partitions = [TopicPartition(TOPIC, p) for p in sorted(self.consumer.partitions_for_topic(TOPIC) or [])]
         if not partitions:
@@ -98,11 +103,13 @@ class _Receiver:
                         self.arrivals[event_id] = (now, record.timestamp)
 
     async def wait_for(self, ids, timeout: float) -> None:
+        """Return once every one of `ids` arrived, or after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while any(i not in self.arrivals for i in ids) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        """Stop receiving and close the consumer."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -110,6 +117,7 @@ class _Receiver:
 
 
 async def ensure_topic(bootstrap: str, partitions: int = 3) -> None:
+    """Create events.bench with `partitions` partitions (replication factor 1) unless it exists."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -137,6 +145,7 @@ async def measure(settings: StackSettings, transport: str, rate: float, duration
     committed: dict[str, tuple[float, float]] = {}  # id → (commit returned, created_at), epoch s
 
     def new_row() -> tuple:
+        """(event id, key, payload JSON, traceparent) of one new outbox row."""
         key = str(uuid.uuid4())
         payload = json.dumps({"event_type": "BENCH_EVENT", "schema_version": 1, "order_id": key,
                               "occurred_at": "2026-01-01T00:00:00+00:00", "customer_id": "bench",
@@ -188,6 +197,7 @@ async def measure(settings: StackSettings, transport: str, rate: float, duration
             batches = [BURST_BATCH] * (burst // BURST_BATCH) + ([burst % BURST_BATCH] if burst % BURST_BATCH else [])
 
             async def writer() -> None:
+                """Write the burst's batches, one transaction each, until none is left."""
                 while batches:
                     await write(batches.pop())
 
