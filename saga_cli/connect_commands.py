@@ -42,6 +42,8 @@ TRACE_CHARS = 200
 
 @dataclass(frozen=True)
 class TaskState:
+    """One task of a connector as Connect's status describes it: `trace` the failure's stack trace, "" when none."""
+
     id: int
     state: str
     worker: str
@@ -61,13 +63,17 @@ class ConnectorState:
 
     @property
     def running(self) -> bool:
+        """Whether the connector and every one of its tasks (at least one) are RUNNING."""
         return self.state == "RUNNING" and bool(self.tasks) and all(task.state == "RUNNING" for task in self.tasks)
 
     @property
     def failed(self) -> bool:
+        """Whether the connector or any of its tasks is FAILED."""
         return self.state == "FAILED" or any(task.state == "FAILED" for task in self.tasks)
 
     def as_json(self) -> dict[str, Any]:
+        """{"name", "type", "state", "worker", "trace", "tasks": [{"id", "state", "worker", "trace"}]},
+        an empty trace as null."""
         return {"name": self.name, "type": self.type, "state": self.state, "worker": self.worker,
                 "trace": self.trace or None,
                 "tasks": [{"id": t.id, "state": t.state, "worker": t.worker, "trace": t.trace or None} for t in self.tasks]}

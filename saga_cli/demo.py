@@ -31,6 +31,10 @@ TERMINAL = {"CONFIRMED", "CANCELLED"}
 
 @dataclass(frozen=True)
 class Flow:
+    """One demo order: its customer, items [(sku, quantity)], amount (EUR, two-place text), the status
+    and reason it must end in, the last event its saga publishes, whether the customer cancels
+    after payment (flow 4)."""
+
     title: str
     customer: str
     items: list[tuple[str, int]]
@@ -53,6 +57,7 @@ def flows(run: str) -> list[Flow]:
 
 
 def main() -> int:
+    """`make demo` (the module's docstring): 0 when every order ended as its flow says, else 1."""
     began = time.monotonic()
     settings = StackSettings()
     stack = Stack(settings)
@@ -135,6 +140,8 @@ def place_and_cancel_after_payment(flow: Flow, run: str, body: dict, stack: Stac
 
 
 def wait_balance(payments: ServiceClient, customer: str, balance: str, what: str, timeout: float = 30.0) -> None:
+    """Poll (every 0.1 s) until `customer`'s balance reads `balance`; CliError after `timeout` seconds,
+    naming `what` was awaited."""
     deadline = time.monotonic() + timeout
     while payments.get(f"/accounts/{customer}")["balance"] != balance:
         if time.monotonic() > deadline:
@@ -143,6 +150,8 @@ def wait_balance(payments: ServiceClient, customer: str, balance: str, what: str
 
 
 def seed(run: str) -> None:
+    """Seed the run's SKUs (WIDGET 10, GADGET 1 available) and accounts (alice 100.00, bob 5.00,
+    carol CAROL_BALANCE EUR) over HTTP."""
     inventory, payment = ServiceClient(INVENTORY_SVC), ServiceClient(PAYMENT_SVC)
     for sku, available in ((f"WIDGET-{run}", 10), (f"GADGET-{run}", 1)):
         inventory.put(f"/stock/{sku}", {"available": available})
@@ -153,6 +162,8 @@ def seed(run: str) -> None:
 
 
 def wait_terminal(orders: ServiceClient, order_id: str, timeout: float = 60.0) -> dict:
+    """Poll (every 0.2 s) until the order is CONFIRMED or CANCELLED: GET /orders/{id}'s body. CliError
+    after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         order = orders.get(f"/orders/{order_id}")
@@ -173,6 +184,8 @@ def wait_for_event(order_id: str, event_type: str, timeout: float = 30.0) -> Non
 
 
 def summary(placed: list[tuple[Flow, str]], finals: dict[str, dict]) -> bool:
+    """Print the outcome table (one row per placed order); True when every order ended in its flow's
+    status and reason."""
     table = Table(title="outcome")
     for column in ("flow", "order", "status", "reason", "as expected"):
         table.add_column(column)

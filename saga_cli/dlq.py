@@ -64,6 +64,8 @@ class DeadLetter:
     """Where the DEAD_LETTER event itself sits: events.deadletter[partition]@offset."""
 
     def as_json(self) -> dict[str, Any]:
+        """{"id", "topic", "partition", "offset", "error", "at", "consumer", "key", "event_type", "event_id",
+        "dead_letter_event"} (`dead_letter_event` is `location`)."""
         return {
             "id": self.id,
             "topic": self.topic,

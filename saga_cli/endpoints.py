@@ -12,12 +12,15 @@ from shared import descriptors
 
 @dataclass(frozen=True)
 class Service:
+    """A service as the CLI reaches it: its name, the variable that may give its URL, its loopback default."""
+
     name: str
     env_var: str
     default_url: str
 
     @property
     def url(self) -> str:
+        """The base URL from `env_var` when set and not empty, else `default_url`; no trailing slash."""
         return (os.environ.get(self.env_var) or self.default_url).rstrip("/")
 
 
@@ -33,6 +36,7 @@ KAFKA_DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
 def kafka_bootstrap() -> str:
+    """Kafka's bootstrap servers: SAGA_KAFKA_BOOTSTRAP when set and not empty, else 127.0.0.1:9092."""
     return os.environ.get(KAFKA_ENV_VAR) or KAFKA_DEFAULT_BOOTSTRAP
 
 

@@ -84,17 +84,22 @@ class Unavailable(CliError):
 
 
 class ServiceClient:
+    """Calls one service's HTTP API (`request`); `transport` replaces the network (tests)."""
+
     def __init__(self, service: Service, transport: httpx.BaseTransport | None = None) -> None:
         self.service = service
         self._transport = transport
 
     def get(self, path: str) -> Any:
+        """GET `path`: the decoded JSON; raises as `request` does."""
         return self.request("GET", path)
 
     def put(self, path: str, body: dict[str, Any]) -> Any:
+        """PUT `body` as JSON to `path`: the decoded JSON; raises as `request` does."""
         return self.request("PUT", path, body=body)
 
     def post(self, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+        """POST `body` (None: no body) as JSON to `path` with `headers`: the decoded JSON; raises as `request` does."""
         return self.request("POST", path, body=body, headers=headers)
 
     def request(
@@ -194,6 +199,8 @@ def describe_validation_errors(body: Any) -> str:
 
 
 def describe_error_detail(body: Any) -> str:
+    """One line of an error answer's body: its "detail", "error", "message" or "reason" (the first there),
+    else the body as JSON cut at 200 characters."""
     if isinstance(body, dict):
         for key in ("detail", "error", "message", "reason"):
             if key in body:

@@ -92,18 +92,23 @@ class KafkaEvent:
 
     @property
     def service(self) -> str:
+        """The service whose outbox publishes the record's topic ("deadletter" for events.deadletter),
+        else the topic itself."""
         return TOPIC_SERVICES.get(self.topic, self.topic)
 
     @property
     def event_type(self) -> str | None:
+        """The eventType header, else the value's `event_type` (text only); None when neither."""
         return self.headers.get("eventType") or _field(self.value, "event_type")
 
     @property
     def event_id(self) -> str | None:
+        """The id header, else the value's `event_id` (text only); None when neither."""
         return self.headers.get("id") or _field(self.value, "event_id")
 
     @property
     def causation_id(self) -> str | None:
+        """The causationId header; None when missing or empty (an ORDER_CREATED has none)."""
         return self.headers.get("causationId") or None
 
     @property
@@ -115,6 +120,7 @@ class KafkaEvent:
 
     @property
     def at(self) -> str:
+        """The record's timestamp as UTC ISO-8601 with milliseconds (`iso_time`)."""
         return iso_time(self.timestamp_ms)
 
 
@@ -157,14 +163,28 @@ async def partitions_by_topic(consumer: AIOKafkaConsumer) -> dict[str, list[int]
 class Consumer(Protocol):
     """The part of AIOKafkaConsumer that `read_key` uses (a fake can stand in for it in tests)."""
 
-    def assign(self, partitions: list[TopicPartition]) -> None: ...
-    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
-    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
-    async def offsets_for_times(self, timestamps: dict[TopicPartition, int]) -> dict[TopicPartition, Any]: ...
-    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Read exactly `partitions`, outside any consumer group."""
+        ...
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """{partition: the offset after its last record}."""
+        ...
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """{partition: its earliest offset still held}."""
+        ...
+    async def offsets_for_times(self, timestamps: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
+        """{partition: its first record at or after the timestamp (epoch ms) as OffsetAndTimestamp, or None}."""
+        ...
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read `partition` from `offset` on."""
+        ...
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
-                      max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]: ...
-    async def position(self, partition: TopicPartition) -> int: ...
+                      max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """{partition: records} fetched from `partitions` within `timeout_ms` ms, at most `max_records`."""
+        ...
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record `getmany` returns from `partition`."""
+        ...
 
 
 CAREFUL_READS = 100
@@ -188,6 +208,7 @@ class UnreadableRecord:
 
     @property
     def value(self) -> bytes:
+        """The text that stands for its value: "unreadable record (<error>)", UTF-8."""
         return f"unreadable record ({self.error})".encode()
 
 

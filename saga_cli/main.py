@@ -52,6 +52,9 @@ def _click_exceptions() -> tuple[type[Exception], ...]:
 
 
 def run() -> None:
+    """The `saga` console script: run the command line; a failure ends in one line on stderr and an exit
+    status (a CliError's own, a usage error's, 130 interrupted, else 1; SAGA_DEBUG=1 re-raises an
+    unexpected error with its traceback)."""
     try:
         app(standalone_mode=False)
     except CliError as error:

@@ -49,6 +49,7 @@ def _escape(char: str) -> str:
 
 
 def text_or_dash(value: Any) -> str:
+    """`value` as text, "—" for None or ""."""
     return "—" if value is None or value == "" else str(value)
 
 

@@ -23,14 +23,18 @@ IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
 
 @dataclass(frozen=True)
 class Item:
+    """One --item: a SKU and its quantity (> 0)."""
+
     sku: str
     quantity: int
 
     def as_json(self) -> dict[str, str | int]:
+        """{"sku", "quantity"}, as POST /orders takes it."""
         return {"sku": self.sku, "quantity": self.quantity}
 
 
 def parse_items(raw_items: list[str]) -> list[Item]:
+    """The --item values as Items; CliError when there is none, one is not SKU:QTY or a SKU is given twice."""
     if not raw_items:
         raise CliError("an order needs at least one --item SKU:QTY (e.g. --item WIDGET-1:2)")
     items = [parse_item(raw) for raw in raw_items]
@@ -43,6 +47,7 @@ def parse_items(raw_items: list[str]) -> list[Item]:
 
 
 def parse_item(raw: str) -> Item:
+    """"SKU:QTY" (split at the last colon) as an Item; CliError unless both are there and QTY > 0."""
     sku, colon, quantity = raw.rpartition(":")
     sku = sku.strip()
     if not colon or not sku or not quantity.strip():
@@ -51,6 +56,7 @@ def parse_item(raw: str) -> Item:
 
 
 def parse_positive_int(raw: str, what: str) -> int:
+    """`raw` as an integer > 0; CliError naming `what` otherwise."""
     value = _parse_int(raw, what, "a positive integer")
     if value <= 0:
         raise CliError(f"{what} must be a positive integer, got {raw.strip()!r}")
@@ -58,6 +64,7 @@ def parse_positive_int(raw: str, what: str) -> int:
 
 
 def parse_non_negative_int(raw: str, what: str) -> int:
+    """`raw` as an integer ≥ 0; CliError naming `what` otherwise."""
     value = _parse_int(raw, what, "a whole number, 0 or more")
     if value < 0:
         raise CliError(f"{what} must be a whole number, 0 or more, got {raw.strip()!r}")
@@ -88,12 +95,14 @@ def parse_money(raw: str, what: str) -> str:
 
 
 def parse_currency(raw: str) -> str:
+    """`raw` when it is 3 uppercase letters (ISO 4217), else CliError."""
     if not CURRENCY.fullmatch(raw):
         raise CliError(f"--currency must be an ISO-4217 code of 3 uppercase letters (e.g. EUR), got {raw!r}")
     return raw
 
 
 def parse_required_text(raw: str | None, what: str) -> str:
+    """`raw` without surrounding spaces; CliError "<what> is required" when nothing is left."""
     text = (raw or "").strip()
     if not text:
         raise CliError(f"{what} is required")

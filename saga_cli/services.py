@@ -32,6 +32,9 @@ DATABASES = {service.name: service.database for service in descriptors.SERVICES}
 
 
 class Service:
+    """One service process as `saga up`/`saga down` manage it: run under its supervisor
+    (saga_cli/supervise.py), pid and state files in the stack's run folder, its log in the log folder."""
+
     def __init__(self, name: str, settings: StackSettings):
         self.name = name
         self.settings = settings
@@ -43,10 +46,13 @@ class Service:
 
     @property
     def port(self) -> int:
+        """Its HTTP port: <NAME>_HTTP_PORT (e.g. ORDER_SVC_HTTP_PORT) when set, else its descriptor's
+        (ValueError when the variable is not a number)."""
         return int(os.environ.get(f"{self.name.upper()}_HTTP_PORT", SERVICES[self.name]))
 
     @property
     def health_url(self) -> str:
+        """``http://127.0.0.1:<port>/health``."""
         return f"http://127.0.0.1:{self.port}/health"
 
     def find(self) -> psutil.Process | None:
@@ -65,6 +71,7 @@ class Service:
 
     @property
     def supervisor_command(self) -> list[str]:
+        """The command that runs `python -m <name>` under saga_cli.supervise, with this stack's run folder."""
         return [sys.executable, "-m", "saga_cli.supervise", f"{supervise.SERVICE_FLAG}={self.name}",
                 "--run-dir", str(self.settings.run_dir), "--", sys.executable, "-m", self.name]
 
@@ -173,6 +180,7 @@ class Service:
             return False
 
     def healthy(self) -> bool:
+        """Whether GET /health answers 200 within 2 s."""
         try:
             return httpx.get(self.health_url, timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -180,6 +188,7 @@ class Service:
 
 
 def services(settings: StackSettings) -> list[Service]:
+    """The three services (shared/descriptors.py), in order, over `settings`' stack."""
     return [Service(name, settings) for name in SERVICES]
 
 

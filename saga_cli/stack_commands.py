@@ -78,6 +78,7 @@ def stack_recover(
 
 
 def register_service_commands(app: typer.Typer) -> None:
+    """Add `saga up`, `restart`, `down` and `status` (the stack plus the services) to `app`."""
     @app.command("up")
     def up() -> None:
         """The stack plus the three services, each its own process; starts only what is not running."""

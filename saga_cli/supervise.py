@@ -101,6 +101,7 @@ class _Adopted:
 
     @property
     def pid(self) -> int:
+        """The adopted process's pid."""
         return self.process.pid
 
     def poll(self) -> bool | None:
@@ -113,6 +114,7 @@ class _Adopted:
         return True
 
     def send_signal(self, signum: int) -> None:
+        """Send `signum` to it; nothing if it is gone or not ours to signal."""
         try:
             self.process.send_signal(signum)
         except psutil.Error:
@@ -120,6 +122,10 @@ class _Adopted:
 
 
 class Supervisor:
+    """Keeps one service's process running (`run`): restarts it after a backoff when it exits, records
+    its pid and state (restarts, last exit) in the run folder, stops it on SIGTERM or SIGINT (the
+    module's docstring)."""
+
     def __init__(self, service: str, command: list[str], where: Files) -> None:
         self.service = service
         self.command = command

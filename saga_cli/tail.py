@@ -111,6 +111,8 @@ async def _print_forever(
 
 
 def is_wanted(event: KafkaEvent, saga_id: str | None, event_type: str | None) -> bool:
+    """Whether `event` passes the filters: its key is `saga_id` (None: any) and its type, upper-cased,
+    is `event_type` (given upper-case; None: any)."""
     if saga_id is not None and event.key != saga_id:
         return False
     return event_type is None or (event.event_type or "").upper() == event_type
@@ -161,6 +163,7 @@ def _line_printer() -> Callable[[KafkaEvent], None]:
     out.soft_wrap = True
 
     def print_line(event: KafkaEvent) -> None:
+        """Print `event` as one `format_line` line."""
         out.print(format_line(event))
 
     return print_line

@@ -22,6 +22,9 @@ OUTCOMES = {"ORDER_CONFIRMED": "CONFIRMED", "ORDER_CANCELLED": "CANCELLED"}
 
 @dataclass(frozen=True)
 class Step:
+    """One record of a saga in its timeline: milliseconds since the saga's first record and since its
+    cause's (`hop_ms`), the cause's type, and whether it repeats an event id seen before (a redelivery)."""
+
     event: KafkaEvent
     since_start_ms: int
     hop_ms: int | None  # from the event that caused it; None for the first event or an unseen cause
@@ -30,9 +33,12 @@ class Step:
 
     @property
     def compensation(self) -> bool:
+        """Whether the event undoes a step (COMPENSATIONS)."""
         return self.event.event_type in COMPENSATIONS
 
     def as_json(self) -> dict[str, Any]:
+        """The step as `saga trace --json` prints it: where and when the record sits, its ids, cause, hop
+        in ms, compensation, duplicate, signed, traceparent and payload."""
         event = self.event
         return {
             "event_type": event.event_type,
@@ -56,6 +62,8 @@ class Step:
 
 
 def build_timeline(events: Iterable[KafkaEvent]) -> list[Step]:
+    """`events` (one saga's, from every topic) as Steps, in timestamp order; records of one millisecond
+    cause first, then topic, partition and offset. [] for no events."""
     events = list(events)
     if not events:
         return []
@@ -109,10 +117,13 @@ class Waiting:
     dead_letter: str | None = None
 
     def as_json(self) -> dict[str, Any]:
+        """{"service", "events", "after", "since" (ISO-8601), "dead_letter"}."""
         return {"service": self.service, "events": list(self.events), "after": self.after,
                 "since": iso_time(self.since_ms), "dead_letter": self.dead_letter}
 
     def describe(self, now_ms: int) -> str:
+        """One line: who is awaited for what, for how many seconds up to `now_ms`, and its dead
+        letter's error if any."""
         line = f"{self.service}: {' or '.join(self.events)} after {self.after}, {(now_ms - self.since_ms) / 1000:.0f}s"
         return line + (f" (dead-lettered: {self.dead_letter})" if self.dead_letter else "")
 

@@ -72,6 +72,8 @@ CUSTOMERS = 500
 
 
 def main() -> int:
+    """`python -m saga_cli.board.bench`: parse the options (the module's docstring), run, print the
+    report (one JSON document with --json); 0. Exits 2 when --sagas is outside 1–MAX_SAGAS."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sagas", type=int, default=30_000, help=f"sagas to write (1–{MAX_SAGAS})")
     parser.add_argument("--kafka-port", type=int, default=19092, help="the private broker's port (and the next one)")
@@ -189,6 +191,9 @@ async def write_sagas(bootstrap: str, count: int) -> tuple[int, dict[str, Any]]:
 # --- the board ---------------------------------------------------------------------------------
 
 async def measure_board(bootstrap: str, samples: dict[str, Any], repeat: int) -> dict[str, Any]:
+    """Serve the board on a free loopback port against `bootstrap` and time it: {"index_s", "rss_mb",
+    "requests": {name: {p50_ms, p95_ms, max_ms, rows}}, "browser"}. RuntimeError when it has not read
+    the topics within 10 minutes; an HTTP error status raises httpx.HTTPStatusError."""
     from saga_cli.board.server import STATE_KEY, create_app
 
     port = _free_port()
@@ -299,6 +304,7 @@ def _free_port() -> int:
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """Print `run`'s report as a table: one line per request (p50, p95, max ms, rows), then the browser's."""
     print(f"{report['sagas']} sagas, {report['records']} records written in {report['write_s']} s; "
           f"the board read them in {report['index_s']} s ({report['rss_mb']} MB resident)")
     print(f"{'request':<48} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'rows':>6}")

@@ -175,6 +175,7 @@ class SagaIndex:
         """The sagas `query` asks for, newest first (by start), at most query.limit of them."""
         search = (query.search or "").strip().lower()
         def wanted(saga: SagaSummary) -> bool:
+            """Whether `saga` matches every filter of `query`."""
             if query.status == "in_flight" and saga.status != IN_FLIGHT:
                 return False
             if query.status == "stuck" and not saga.is_stuck(now_ms, stuck_after_ms):
@@ -199,6 +200,7 @@ class SagaIndex:
         newest first, at most query.limit."""
         search = (query.search or "").strip().lower()
         def wanted(item: tuple[int, DeadLetter]) -> bool:
+            """Whether the (failed at ms, dead letter) matches the search and time range of `query`."""
             at, letter = item
             if search and not (letter.key or "").lower().startswith(search):
                 return False

@@ -15,6 +15,9 @@ SERVICE_DATABASES = {service.database: service.name for service in descriptors.S
 
 
 class StackSettings(BaseSettings):
+    """Ports, paths, heaps and credentials of the native stack, from SAGA_* variables (e.g. SAGA_PG_PORT);
+    the addresses left empty are derived from the ports, `keys_dir` from `home`."""
+
     model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore")
 
     home: Path = Field(default=REPO_ROOT / ".stack", description="state, logs, jars and pid files")
@@ -50,26 +53,33 @@ class StackSettings(BaseSettings):
 
     @property
     def connect_dir(self) -> Path:
+        """The repository's connect/ folder: the server and worker config templates, the connector template,
+        pom.xml (the jars) and log4j2.xml."""
         return REPO_ROOT / "connect"
 
     @property
     def lib_dir(self) -> Path:
+        """<home>/lib/kafka: the Kafka jars Maven resolved (the JVMs' class path)."""
         return self.home / "lib" / "kafka"
 
     @property
     def plugin_dir(self) -> Path:
+        """<home>/plugins: Kafka Connect's plugin path (Debezium)."""
         return self.home / "plugins"
 
     @property
     def bin_dir(self) -> Path:
+        """<home>/bin: Kafka's console tools as scripts."""
         return self.home / "bin"
 
     @property
     def log_dir(self) -> Path:
+        """<home>/logs: every component's and service's log."""
         return self.home / "logs"
 
     @property
     def run_dir(self) -> Path:
+        """<home>/run: pid and state files."""
         return self.home / "run"
 
     def service_password(self, role: str) -> str:
@@ -79,5 +89,6 @@ class StackSettings(BaseSettings):
         return os.environ.get(f"SAGA_{role.upper()}_PASSWORD", role)
 
     def service_dsn(self, database: str) -> str:
+        """`database` as the service role that owns it, on the stack's PostgreSQL; KeyError for another database."""
         role = SERVICE_DATABASES[database]
         return f"postgresql://{role}:{self.service_password(role)}@{self.pg_host}:{self.pg_port}/{database}"

@@ -66,6 +66,7 @@ class ConnectorFailure:
 
     @property
     def fix(self) -> str:
+        """The command that brings it back: ``saga stack recover <connector>``."""
         return f"saga stack recover {self.connector}"
 
     def hint(self, log_file: Path) -> str:
@@ -78,11 +79,14 @@ class ConnectorFailure:
                 f"to restart it and republish its outbox: {self.fix}")
 
     def as_json(self, log_file: Path) -> dict:
+        """{"connector", "state", "slot_lost", "error", "fix", "hint"}, the hint pointing at `log_file`."""
         return {"connector": self.connector, "state": self.state, "slot_lost": self.slot_lost,
                 "error": self.error, "fix": self.fix, "hint": self.hint(log_file)}
 
 
 class Connect:
+    """The stack's Kafka Connect worker (distributed mode, REST on `connect_port`) and its outbox connectors."""
+
     name = "kafka-connect"
 
     def __init__(self, settings: StackSettings):
@@ -93,6 +97,7 @@ class Connect:
         self.markers = ("-Dsaga.component=kafka-connect", f"-Dsaga.home={settings.home}")
 
     def find(self):
+        """The running worker's process, or None."""
         return process.find_process(self.pid_file, *self.markers)
 
     @property
@@ -107,6 +112,9 @@ class Connect:
         }
 
     def start(self) -> None:
+        """Render worker.properties and start the worker; return once its REST API answers. StackError
+        when Java is missing or too old, the port is taken, or it exits or does not answer within
+        `start_timeout` seconds (120)."""
         s = self.settings
         java = java_executable(s)
         process.ensure_port_free(s.connect_port, "kafka-connect")
@@ -134,6 +142,7 @@ class Connect:
         )
 
     def stop(self) -> None:
+        """SIGTERM the worker, SIGKILL after 60 s; nothing when it is not running."""
         found = self.find()
         if found:
             process.terminate(found, timeout=60)
@@ -256,10 +265,14 @@ class Connect:
         return response
 
     def connector_status(self, name: str) -> dict:
+        """Connect's status document of connector `name`; {} when Connect answers anything but 200 (e.g. no
+        such connector). ConnectUnavailable when the worker does not answer."""
         response = self._request("GET", f"/connectors/{name}/status")
         return response.json() if response.status_code == 200 else {}
 
     def connector_states(self) -> dict[str, str]:
+        """{connector name: "RUNNING", "FAILED", "task FAILED", "MISSING", "<connector>/<tasks>" or
+        "unreachable"} for every outbox connector."""
         states = {}
         for spec in self.connector_documents():
             name = spec["name"]

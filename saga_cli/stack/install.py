@@ -21,6 +21,8 @@ TOOLS = {
 
 
 def java_executable(settings: StackSettings) -> str:
+    """The java to run: the first that exists of SAGA_JAVA_HOME's, JAVA_HOME's and the PATH's. StackError
+    when SAGA_JAVA_HOME has no bin/java, that first one is older than Java 17, or there is none."""
     candidates = []
     if settings.java_home:
         if not (settings.java_home / "bin" / "java").exists():
@@ -50,6 +52,8 @@ def _java_major(java: Path) -> int:
 
 
 def pg_bin_dir(settings: StackSettings) -> Path:
+    """The folder of initdb and pg_ctl: SAGA_PG_BIN, else the newest /usr/lib/postgresql/<version>/bin,
+    else the PATH's; StackError when there is none (or SAGA_PG_BIN has no initdb)."""
     if settings.pg_bin:
         if (settings.pg_bin / "initdb").exists():
             return settings.pg_bin
@@ -64,6 +68,7 @@ def pg_bin_dir(settings: StackSettings) -> Path:
 
 
 def jars_fingerprint(settings: StackSettings) -> str:
+    """16 hex digits of SHA-256 over every connect/**/pom.xml: names the jars resolved from them."""
     digest = hashlib.sha256()
     for pom in sorted(settings.connect_dir.glob("**/pom.xml")):
         digest.update(pom.read_bytes())

@@ -19,6 +19,8 @@ def render(template: Path, target: Path, **values: object) -> None:
 
 
 def java_command(settings: StackSettings, java: str, component: str, heap: str, main_class: str, *args: str) -> list[str]:
+    """The command that runs `main_class` with `args` on the stack's class path: a fixed `heap` (e.g.
+    "768m"), G1 with 20 ms pause target, exit on out of memory, logging to <log_dir>/<component>.log."""
     log_file = settings.log_dir / f"{component}.log"
     return [
         java,

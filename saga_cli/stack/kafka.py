@@ -19,6 +19,8 @@ EVENT_TOPICS = ("events.order", "events.inventory", "events.payment", "events.de
 
 
 class Kafka:
+    """The stack's Kafka broker: one KRaft node (broker and controller) under <home>/kafka."""
+
     name = "kafka"
 
     def __init__(self, settings: StackSettings):
@@ -31,9 +33,13 @@ class Kafka:
         self.markers = ("-Dsaga.component=kafka", f"-Dsaga.home={settings.home}")
 
     def find(self):
+        """The running broker's process, or None."""
         return process.find_process(self.pid_file, *self.markers)
 
     def start(self) -> None:
+        """Render server.properties, format the storage on first start, start the broker, wait until it
+        answers and create the event topics. StackError when Java is missing or too old, a port is
+        taken, formatting fails, or it exits or does not answer within `start_timeout` seconds (120)."""
         s = self.settings
         java = java_executable(s)
         for port in (s.kafka_port, s.kafka_controller_port):
@@ -106,6 +112,7 @@ class Kafka:
             await admin.close()
 
     def stop(self) -> None:
+        """SIGTERM the broker, SIGKILL after 60 s; nothing when it is not running."""
         found = self.find()
         if found:
             process.terminate(found, timeout=60)

@@ -51,6 +51,9 @@ host    all          all          127.0.0.1/32    scram-sha-256
 
 
 class Postgres:
+    """The stack's PostgreSQL server under <home>/pg: one database per service, the Debezium role,
+    logical replication."""
+
     name = "postgres"
 
     def __init__(self, settings: StackSettings):
@@ -73,6 +76,7 @@ class Postgres:
         return ["runuser", "-u", user, "--", *cmd] if user else cmd
 
     def find(self):
+        """The running postmaster's process, or None."""
         return process.find_process(self.data_dir / "postmaster.pid", str(self.data_dir))
 
     @property
@@ -82,6 +86,9 @@ class Postgres:
 
     # --- lifecycle ----------------------------------------------------------
     def start(self) -> None:
+        """initdb on first start, write the server's settings and pg_hba.conf, start it (pg_ctl, 60 s) and
+        `prepare` it. StackError when the binaries are missing, the port is taken, initdb fails or it
+        does not start."""
         bin_dir = pg_bin_dir(self.settings)
         process.ensure_port_free(self.settings.pg_port, "postgres")
         if not (self.data_dir / "PG_VERSION").exists():
@@ -99,6 +106,7 @@ class Postgres:
         self.prepare()
 
     def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop in `mode` (smart, fast or immediate), waiting up to 60 s; nothing when it is not running."""
         if self.find() is None:
             return
         bin_dir = pg_bin_dir(self.settings)
@@ -157,6 +165,8 @@ class Postgres:
 
     # --- databases, roles, schemas, publications ----------------------------------
     def prepare(self) -> None:
+        """Create what is missing (idempotent): the roles, one database per service, schemas and the outbox
+        publications."""
         asyncio.run(self._prepare())
 
     async def _prepare(self) -> None:

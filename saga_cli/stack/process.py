@@ -92,12 +92,14 @@ def _reap(pid: int) -> None:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on `host`:`port` (0.5 s to answer)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
 
 
 def ensure_port_free(port: int, component: str) -> None:
+    """StackError naming the port, `component` and the owner when found, if the port is in use."""
     if port_in_use(port):
         owner = _port_owner(port)
         raise StackError(f"port {port} needed by {component} is taken{f' by {owner}' if owner else ''}")

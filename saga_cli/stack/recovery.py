@@ -115,6 +115,7 @@ class RecoveryReport:
     warning: str | None = None
 
     def as_json(self) -> dict:
+        """Every field, by name."""
         return dict(self.__dict__)
 
 
@@ -151,6 +152,7 @@ class _Recovery:
         self.report = RecoveryReport(spec.name, spec.slot, since=self.since.isoformat() if self.since else None)
 
     async def run(self) -> RecoveryReport:
+        """Steps 1–5 of the module's docstring, in order: the report, with the seconds it all took."""
         began = time.monotonic()
         stored = await self._stop()
         confirmed = await self._ensure_slot()

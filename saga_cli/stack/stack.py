@@ -34,12 +34,16 @@ SETUP_TRANSIENT: dict[str, tuple[type[BaseException], ...]] = {
 
 @dataclass(frozen=True)
 class ComponentStatus:
+    """One component as `saga status` shows it: "running" or "stopped", its pid, and details
+    (connectors and their failures for kafka-connect, replication slots for postgres)."""
+
     name: str
     state: str  # "running" | "stopped"
     pid: int | None
     detail: dict | None = None
 
     def as_json(self) -> dict:
+        """{"name", "state", "pid"} and the details' keys."""
         out = {"name": self.name, "state": self.state, "pid": self.pid}
         if self.detail:
             out.update(self.detail)
@@ -57,6 +61,7 @@ class Stack:
 
     @property
     def components(self):
+        """(postgres, kafka, kafka-connect): the order they start in."""
         return (self.postgres, self.kafka, self.connect)
 
     def up(self, say: Callable[[str], None] = print) -> float:
@@ -103,6 +108,7 @@ class Stack:
     def _until_it_answers(self, name: str, step: Callable[[], T], say: Callable[[str], None]) -> T:
         """step() again while it fails as a starting server does, up to start_timeout; says once that it waits."""
         def waiting(attempt: RetryCallState) -> None:
+            """Say, before the first retry only, that `name` does not answer yet and for how long it is tried."""
             if attempt.attempt_number == 1:
                 error = attempt.outcome.exception()
                 say(f"{name:<14} not answering yet ({type(error).__name__}: {str(error)[:200]}); "
@@ -121,6 +127,8 @@ class Stack:
             say(f"keys           signing keys made for {', '.join(made)} in {self.settings.keys_dir}")
 
     def install(self, say: Callable[[str], None] = print) -> None:
+        """Make sure of what `up` needs on this machine: <home>, Java 17+, PostgreSQL's binaries, the jars
+        (Maven, once per pom change) and Kafka's tool scripts. StackError naming what is missing."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
         java = java_executable(self.settings)
         pg_bin_dir(self.settings)
@@ -128,6 +136,7 @@ class Stack:
         write_tool_scripts(self.settings, java)
 
     def down(self, say: Callable[[str], None] = print) -> None:
+        """Stop what runs, Kafka Connect first and PostgreSQL last; StackError when one is still there after."""
         for component in reversed(self.components):
             if component.find() is None:
                 say(f"{component.name:<14} not running")
@@ -139,6 +148,7 @@ class Stack:
             say(f"{component.name:<14} stopped ({time.monotonic() - t0:.1f}s)")
 
     def status(self) -> list[ComponentStatus]:
+        """Each component's ComponentStatus, in start order."""
         statuses = []
         for component in self.components:
             found = component.find()

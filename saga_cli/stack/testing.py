@@ -10,16 +10,20 @@ from saga_cli.stack.stack import Stack
 
 @dataclass
 class RunningStack:
+    """The session's stack, and whether this process started it and the services (then it stops them)."""
+
     stack: Stack
     started_here: bool
     services_started_here: bool = False
 
     @property
     def settings(self) -> StackSettings:
+        """The stack's settings."""
         return self.stack.settings
 
     @property
     def pg_superuser_dsn(self) -> str:
+        """The stack's PostgreSQL as the superuser (Postgres.superuser_dsn)."""
         return self.stack.postgres.superuser_dsn
 
     def ensure_services(self) -> None:
@@ -31,6 +35,8 @@ class RunningStack:
         services.up(self.settings, say=lambda line: print(f"[services] {line}", flush=True))
 
     def stop_if_started_here(self) -> None:
+        """Stop the services and the stack if this session started them (services first); nothing with
+        SAGA_TEST_KEEP_STACK=1."""
         if os.environ.get("SAGA_TEST_KEEP_STACK") == "1":
             return
         from saga_cli import services
@@ -57,4 +63,5 @@ def ensure_stack() -> RunningStack:
 
 
 def running() -> RunningStack | None:
+    """The stack `ensure_stack` brought up in this process, or None before it ran."""
     return _running
