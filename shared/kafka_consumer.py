@@ -382,7 +382,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self.stream = stream
 
     async def on_partitions_revoked(self, revoked) -> None:
-        """Drain or cancel the records in flight, commit what settled, forget the revoked partitions."""
+        """Give the records in flight REVOKE_DRAIN_SECONDS (5 s), cancel the rest (redelivered), commit
+        what settled and forget the revoked partitions."""
         await self.stream._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
