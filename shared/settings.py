@@ -155,8 +155,10 @@ class OrderSettings(ServiceSettings):
     """Admission control (order_svc/admission.py): POST /orders answers 503 with Retry-After
     while the sagas in flight exceed what the system finishes in this many seconds at its
     current rate (Little's law), so an admitted saga's expected time in the system stays under it."""
-    admission_floor: int = Field(32, ge=1)
-    """Sagas always admitted in flight, whatever the rate (a cold or idle system finishes none)."""
+    admission_floor: int = Field(64, ge=1)
+    """Sagas always admitted in flight, whatever the rate: the burst an idle system takes at once
+    (it finishes none yet, so the rate says nothing), and what a system whose participant is down
+    still admits. At saturation here the rate's limit is about 50 (BENCHMARKS.md, "Overload")."""
     admission_enabled: bool = True
     """False admits every order (the load figures are still read for /metrics)."""
 
