@@ -5,7 +5,7 @@ none touches a database and no business outcome is an exception.
 One reservation row per order records what inventory_svc decided for it, and is what a
 redelivered event of any age is checked against (docs/contract/invariants.md, I8):
 
-    (none) ──ORDER_CREATED, every item available──▶ RESERVED ──PAYMENT_FAILED / PAYMENT_REFUNDED──▶ RELEASED (C1)
+    (none) ──ORDER_CREATED, every item available──▶ RESERVED ──PAYMENT_FAILED / PAYMENT_REFUNDED──▶ RELEASED (C2)
        │                                               └──────ORDER_CONFIRMED──────────────────────▶ COMMITTED
        └──ORDER_CREATED, any item short or unknown──▶ REJECTED (reason, skus)
 
@@ -140,7 +140,7 @@ def on_order_created(
 
 
 def release(reservation: Reservation | None) -> Outcome:
-    """PAYMENT_FAILED or PAYMENT_REFUNDED (C1): a RESERVED order's units go back to available
+    """PAYMENT_FAILED or PAYMENT_REFUNDED (C2): a RESERVED order's units go back to available
     (RELEASED, INVENTORY_RELEASED). Anything else — none, rejected, already released or
     committed: no change."""
     if reservation is None or reservation.status != ReservationStatus.RESERVED:

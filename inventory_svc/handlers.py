@@ -1,4 +1,4 @@
-"""inventory_svc: reserve stock for new orders or reject them, release it (C1) or sell it.
+"""inventory_svc: reserve stock for new orders or reject them, release it (C2) or sell it.
 
 Each handler runs under the order's lock (the unit of work takes it first), loads its
 reservation row, lets `domain` decide, then records: the reservation row, the order's units
@@ -26,7 +26,7 @@ async def reserve_stock(event: OrderCreated, tx: Transaction) -> None:
 
 
 async def release_stock(event: PaymentFailed | PaymentRefunded, tx: Transaction) -> None:
-    """Compensation C1: the reserved stock goes back to available."""
+    """Compensation C2: the reserved stock goes back to available."""
     reservation = await _locked(tx, event.order_id)
     await _record(tx, reservation, domain.release(reservation))
 

@@ -3,7 +3,7 @@
 --
 -- stock: per SKU, on hand = available + reserved + sold (I2); no count below zero.
 -- reservations: one row per order, what inventory_svc decided for it (inventory_svc/domain.py):
---   RESERVED → RELEASED (C1) or RESERVED → COMMITTED (sold), each move at most once;
+--   RESERVED → RELEASED (C2) or RESERVED → COMMITTED (sold), each move at most once;
 --   REJECTED: the order could not be reserved, `reason` (out_of_stock, unknown_sku) and
 --   `rejected_skus` say why; it never held stock. `items` is the order's [{sku, quantity}].
 --   The row, not only the inbox, guards against redelivery (docs/contract/invariants.md, I8):

@@ -161,7 +161,7 @@ class InventoryRejected(_Event):
 
 
 class InventoryReleased(_Event):
-    """A reservation went back to available stock (C1)."""
+    """A reservation went back to available stock (C2, docs/contract/flows.md)."""
 
     aggregate_type: ClassVar[str] = topics.INVENTORY
     event_type: Literal["INVENTORY_RELEASED"] = "INVENTORY_RELEASED"
