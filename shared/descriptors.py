@@ -40,7 +40,7 @@ class ServiceDescriptor:
         """The name of the Debezium connector that publishes its outbox."""
         return f"{self.database}-outbox"
 
-    def default_dsn(self, host: str = "127.0.0.1", port: int = 55432) -> str:
+    def default_dsn(self, host: str = "127.0.0.1", port: int = 15432) -> str:
         """Its database as its own role, with the role's default password (the role's name)."""
         return f"postgresql://{self.name}:{self.name}@{host}:{port}/{self.database}"
 

@@ -22,7 +22,10 @@ class StackSettings(BaseSettings):
 
     home: Path = Field(default=REPO_ROOT / ".stack", description="state, logs, jars and pid files")
     pg_host: str = "127.0.0.1"
-    pg_port: int = 55432
+    pg_port: int = 15432
+    """Below 32768, so never a port the kernel hands an outgoing connection (Linux's ephemeral range
+    is 32768–60999): with 55432 a client socket that took it during a long database outage kept
+    PostgreSQL from listening again."""
     pg_bin: Path | None = Field(default=None, description="folder with initdb/pg_ctl; found under /usr/lib/postgresql when unset")
     kafka_port: int = 9092
     kafka_controller_port: int = 9093

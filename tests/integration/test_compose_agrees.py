@@ -311,7 +311,7 @@ def test_the_build_context_leaves_out_this_machines_state_and_keys():
 # --- ports ---------------------------------------------------------------------------------
 
 def test_published_ports_are_the_native_defaults_on_loopback():
-    assert host_port("postgres", 5432) == ("127.0.0.1", default(StackSettings, "pg_port")) == ("127.0.0.1", 55432)
+    assert host_port("postgres", 5432) == ("127.0.0.1", default(StackSettings, "pg_port")) == ("127.0.0.1", 15432)
     assert host_port("connect", 8083) == ("127.0.0.1", default(StackSettings, "connect_port")) == ("127.0.0.1", 8083)
     # the broker's HOST listener (29092 inside) is published on the native broker's port and advertised so
     assert host_port("kafka", 29092) == ("127.0.0.1", default(StackSettings, "kafka_port")) == ("127.0.0.1", 9092)

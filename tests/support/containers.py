@@ -8,7 +8,7 @@
                              stack is skipped, saying which is missing
 
 The pytest header says which one is used ("stack: native" / "stack: containers"). The
-containers' ports are published on the native defaults (127.0.0.1:55432, 9092, 8083,
+containers' ports are published on the native defaults (127.0.0.1:15432, 9092, 8083,
 8001-8003; tests/integration/test_compose_agrees.py keeps them so), so the tests reach
 both the same way. `ComposeStack` has the attributes the tests use of the native
 `RunningStack`: `settings`, `pg_superuser_dsn`, `ensure_services()`, `stack` (for the

@@ -127,7 +127,7 @@ def test_a_server_error_is_one_line_with_the_services_detail(order_svc: FakeServ
 
 # --- 503: what is down, and when to try again ---------------------------------------------------------
 
-DOWN = "database unavailable: ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 55432)"
+DOWN = "database unavailable: ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 15432)"
 
 
 def unavailable(retry_after: str | None, status: int = 503):

@@ -24,9 +24,9 @@ def clean_environment(monkeypatch):
 
 def test_defaults():
     order, inventory, payment = OrderSettings(), InventorySettings(), PaymentSettings()
-    assert order.database_url.get_secret_value() == "postgresql://order_svc:order_svc@127.0.0.1:55432/orders"
-    assert inventory.database_url.get_secret_value() == "postgresql://inventory_svc:inventory_svc@127.0.0.1:55432/inventory"
-    assert payment.database_url.get_secret_value() == "postgresql://payment_svc:payment_svc@127.0.0.1:55432/payments"
+    assert order.database_url.get_secret_value() == "postgresql://order_svc:order_svc@127.0.0.1:15432/orders"
+    assert inventory.database_url.get_secret_value() == "postgresql://inventory_svc:inventory_svc@127.0.0.1:15432/inventory"
+    assert payment.database_url.get_secret_value() == "postgresql://payment_svc:payment_svc@127.0.0.1:15432/payments"
     assert (order.http_port, inventory.http_port, payment.http_port) == (8001, 8002, 8003)
     assert {order.http_host, inventory.http_host, payment.http_host} == {"127.0.0.1"}
     assert {order.kafka_bootstrap, inventory.kafka_bootstrap, payment.kafka_bootstrap} == {"127.0.0.1:9092"}
