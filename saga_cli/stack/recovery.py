@@ -132,7 +132,7 @@ def find_spec(connect: Connect, wanted: str) -> ConnectorSpec:
     for spec in specs:
         if wanted in (spec.name, spec.database, spec.slot):
             return spec
-    raise CliError(f"no connector {wanted!r}; one of: {', '.join(spec.name for spec in specs)}")
+    raise CliError(f"no connector {wanted!r}; one of: {', '.join(sorted(spec.name for spec in specs))}")
 
 
 def format_lsn(lsn: int) -> str:
