@@ -1,14 +1,15 @@
 """inventory_svc: reserve stock for new orders or reject them, release it (C2) or sell it.
 
 Each handler runs under the order's lock (the unit of work takes it first), loads its
-reservation row, lets `domain` decide, then records: the reservation row, the order's units
-moved between the stock columns exactly as the reservation's status moved them
-(`Reservation.units_in`), and the event. A row already
-decided turns every later or repeated event into a no-op, whatever its age (docs/contract/invariants.md, I8).
+reservation row together with the stock rows a decision may move, locked (one statement), lets
+`domain` decide, then records: the reservation row, the order's units moved between the stock
+columns exactly as the reservation's status moved them (`Reservation.units_in`), and the event.
+A row already decided turns every later or repeated event into a no-op, whatever its age (docs/contract/invariants.md, I8).
 """
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 from inventory_svc import domain, repository
 from inventory_svc.domain import Outcome, Reservation
@@ -19,38 +20,34 @@ from shared.uow import Transaction
 async def reserve_stock(event: OrderCreated, tx: Transaction) -> None:
     """All items or none (INVENTORY_RESERVED or INVENTORY_REJECTED), once per order: the SKU
     rows are locked and read only for an order not decided yet."""
-    reservation = await _locked(tx, event.order_id)
-    available = {} if reservation is not None else await repository.lock_stock(
-        tx.connection, (item.sku for item in event.items))
-    await _record(tx, reservation, domain.on_order_created(reservation, available, event, uuid.uuid4()))
+    reservation, locked = await repository.reservation_and_locked_stock(
+        tx.connection, event.order_id, (item.sku for item in event.items))
+    available = {} if reservation is not None else locked
+    await _record(tx, reservation, domain.on_order_created(reservation, available, event, uuid.uuid4()), locked)
 
 
 async def release_stock(event: PaymentFailed | PaymentRefunded, tx: Transaction) -> None:
     """Compensation C2: the reserved stock goes back to available."""
-    reservation = await _locked(tx, event.order_id)
-    await _record(tx, reservation, domain.release(reservation))
+    reservation, locked = await repository.reservation_and_locked_stock(tx.connection, event.order_id)
+    await _record(tx, reservation, domain.release(reservation), locked)
 
 
 async def commit_stock(event: OrderConfirmed, tx: Transaction) -> None:
     """The order is confirmed: reserved stock becomes sold."""
-    reservation = await _locked(tx, event.order_id)
-    await _record(tx, reservation, domain.commit(reservation))
+    reservation, locked = await repository.reservation_and_locked_stock(tx.connection, event.order_id)
+    await _record(tx, reservation, domain.commit(reservation), locked)
 
 
-async def _locked(tx: Transaction, order_id: uuid.UUID) -> Reservation | None:
-    """The order's reservation row, read under the order's lock (shared/uow.py took it)."""
-    return await repository.reservation(tx.connection, order_id)
-
-
-async def _record(tx: Transaction, before: Reservation | None, outcome: Outcome) -> None:
+async def _record(tx: Transaction, before: Reservation | None, outcome: Outcome, locked: Mapping[str, int]) -> None:
     """Store the reservation after the fact, move its units to the stock column its new status
-    puts them in, and emit the event the rules asked for."""
+    puts them in, and emit the event the rules asked for. `locked`: the SKU rows the reservation
+    was read with, locked (`reservation_and_locked_stock`); units move only under their locks."""
     after, event = outcome
     if after is None or after == before:
         return
     was_in = before.units_in if before is not None else "available"
     moves = (was_in, after.units_in) if after.units_in != was_in else None
-    if moves is not None and before is not None:  # a new order's SKU rows were locked when its availability was read
+    if moves is not None and not {item.sku for item in after.items} <= locked.keys():
         await repository.lock_stock(tx.connection, (item.sku for item in after.items))
     await repository.record(tx.connection, after, moves)
     if event is not None:

@@ -25,6 +25,26 @@ _RESERVATION = """
 SELECT order_id, reservation_id, status, items, reason, rejected_skus FROM reservations WHERE order_id = $1
 """
 
+# The order's reservation row (NULLs when there is none) and the stock rows a decision on it may
+# move, locked in SKU order: for an order without a reservation the SKUs asked for ($2), for a
+# RESERVED one its own SKUs (only a RESERVED reservation's units move again). One round trip; the
+# locks are taken in a CTE, after the order's lock (the module's lock order).
+_RESERVATION_AND_LOCKED_STOCK = """
+WITH r AS (
+    SELECT order_id, reservation_id, status, items, reason, rejected_skus FROM reservations WHERE order_id = $1),
+locked AS (
+    SELECT sku, available FROM stock
+    WHERE sku = ANY (CASE WHEN EXISTS (SELECT FROM r)
+                          THEN ARRAY(SELECT item ->> 'sku' FROM r, jsonb_array_elements(r.items) AS item
+                                     WHERE r.status = 'RESERVED')
+                          ELSE $2::text[] END)
+    ORDER BY sku FOR UPDATE)
+SELECT r.order_id, r.reservation_id, r.status, r.items, r.reason, r.rejected_skus,
+       (SELECT coalesce(array_agg(sku ORDER BY sku), '{}') FROM locked) AS locked_skus,
+       (SELECT coalesce(array_agg(available ORDER BY sku), '{}') FROM locked) AS locked_available
+FROM (VALUES (1)) AS one (x) LEFT JOIN r ON true
+"""
+
 # One row per order; after its first decision only the status changes (under the order's lock).
 _SAVE_RESERVATION = """
 INSERT INTO reservations (reservation_id, order_id, status, items, reason, rejected_skus)
@@ -76,8 +96,22 @@ async def reservation(connection: asyncpg.Connection, order_id: UUID) -> Reserva
     """The order's reservation row, or None if inventory_svc has decided nothing for it yet.
     Read it under the order's lock (a handler's transaction holds it) to act on it."""
     row = await connection.fetchrow(_RESERVATION, order_id)
-    if row is None:
-        return None
+    return _reservation(row) if row is not None else None
+
+
+async def reservation_and_locked_stock(
+    connection: asyncpg.Connection, order_id: UUID, skus: Iterable[str] = ()
+) -> tuple[Reservation | None, dict[str, int]]:
+    """`reservation(order_id)` and, in the same statement, the stock rows a decision on it may
+    move, locked in SKU order: `skus` (those that exist) when the order has no reservation yet,
+    the reservation's own SKUs when it is RESERVED, none otherwise. Returns the reservation (None
+    if none) and SKU → available of the rows locked."""
+    row = await connection.fetchrow(_RESERVATION_AND_LOCKED_STOCK, order_id, sorted(set(skus)))
+    reservation = _reservation(row) if row["order_id"] is not None else None
+    return reservation, dict(zip(row["locked_skus"], row["locked_available"], strict=True))
+
+
+def _reservation(row: asyncpg.Record) -> Reservation:
     return Reservation(
         order_id=row["order_id"],
         reservation_id=row["reservation_id"],

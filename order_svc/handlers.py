@@ -54,29 +54,36 @@ async def place_order(
     order_id = uuid.uuid4()
     if idempotency_key is None:
         _admit(admit)  # before taking a connection: a refusal costs the database nothing
-    async with uow.starting(order_id, traceparent) as tx:
-        if idempotency_key is not None:
-            earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
-            if earlier is not None:
-                return _replayed(earlier, command, idempotency_key)
-            _admit(admit)
-        if not await repository.insert_order(tx.connection, order_id, command, idempotency_key, deadline_seconds,
-                                             tx.traceparent):
-            # a concurrent request with the same key committed first
-            earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
-            return _replayed(earlier, command, idempotency_key)
-        event_id = await tx.emit(
-            OrderCreated(
-                order_id=order_id,
-                occurred_at=utc_now(),
-                customer_id=command.customer_id,
-                items=command.items,
-                amount=command.amount,
-                currency=command.currency,
+    try:
+        async with uow.starting(order_id, traceparent) as tx:
+            if idempotency_key is not None:
+                earlier = await repository.find_by_idempotency_key(tx.connection, idempotency_key)
+                if earlier is not None:
+                    return _replayed(earlier, command, idempotency_key)
+                _admit(admit)
+            event_id = await tx.emit(
+                OrderCreated(
+                    order_id=order_id,
+                    occurred_at=utc_now(),
+                    customer_id=command.customer_id,
+                    items=command.items,
+                    amount=command.amount,
+                    currency=command.currency,
+                )
             )
-        )
-        await repository.add_history(tx.connection, order_id, OrderStatus.PENDING, None, event_id)
+            if not await repository.insert_order(tx.connection, order_id, command, idempotency_key, deadline_seconds,
+                                                 tx.traceparent, event_id):
+                raise _KeyTakenMeanwhile  # rolls back the ORDER_CREATED emitted above
+    except _KeyTakenMeanwhile:
+        # a concurrent request with the same key committed first: answer with its order
+        async with uow.bare_transaction() as connection:
+            earlier = await repository.find_by_idempotency_key(connection, idempotency_key)
+        return _replayed(earlier, command, idempotency_key)
     return PlacedOrder(order_id, OrderStatus.PENDING, created=True)
+
+
+class _KeyTakenMeanwhile(Exception):
+    """place_order's insert found its Idempotency-Key taken by a request that committed in between."""
 
 
 def _admit(admit: Callable[[], Refusal | None] | None) -> None:
@@ -98,12 +105,12 @@ async def adopt_order(event: OrderCreated, tx: Transaction, *,
         if existing != command.fingerprint():
             raise domain.OrderIdTaken(event.order_id)
         return
-    await repository.insert_order(tx.connection, event.order_id, command, None, deadline_seconds, tx.traceparent)
     event_id = await tx.emit(
         OrderCreated(order_id=event.order_id, occurred_at=utc_now(), customer_id=command.customer_id,
                      items=command.items, amount=command.amount, currency=command.currency)
     )
-    await repository.add_history(tx.connection, event.order_id, OrderStatus.PENDING, None, event_id)
+    await repository.insert_order(tx.connection, event.order_id, command, None, deadline_seconds, tx.traceparent,
+                                  event_id)
 
 
 async def cancel_order(uow: UnitOfWork, order_id: UUID,

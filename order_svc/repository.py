@@ -13,11 +13,17 @@ import asyncpg
 from order_svc.admission import SagaLoad
 from order_svc.domain import Order, OrderStatus, PlaceOrder
 
+# The new order and its first history row (recorded by event $11) in one round trip; nothing
+# when the idempotency key is taken. Answers the order id, or no row.
 _INSERT_ORDER = """
-INSERT INTO orders (order_id, customer_id, items, amount, currency, status,
-                    idempotency_key, request_sha256, deadline_at, traceparent)
-VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, now() + make_interval(secs => $9), $10)
-ON CONFLICT (idempotency_key) DO NOTHING
+WITH placed AS (
+    INSERT INTO orders (order_id, customer_id, items, amount, currency, status,
+                        idempotency_key, request_sha256, deadline_at, traceparent)
+    VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, now() + make_interval(secs => $9), $10)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING order_id, status)
+INSERT INTO order_history (order_id, status, reason, event_id)
+SELECT order_id, status, NULL, $11 FROM placed
 RETURNING order_id
 """
 
@@ -55,10 +61,6 @@ SET status = $2,
     stock_released_at = CASE WHEN $5 THEN coalesce(stock_released_at, now()) END,
     updated_at = now()
 WHERE order_id = $1
-"""
-
-_ADD_HISTORY = """
-INSERT INTO order_history (order_id, status, reason, event_id) VALUES ($1, $2, $3, $4)
 """
 
 # The order's new state and, when its status changed ($6), the history row of that change:
@@ -132,10 +134,13 @@ async def insert_order(
     command: PlaceOrder,
     idempotency_key: str | None,
     deadline_seconds: float,
-    traceparent: str | None = None,
+    traceparent: str | None,
+    event_id: UUID,
 ) -> bool:
     """Insert a PENDING order, its deadline `deadline_seconds` from now, `traceparent` the trace
-    its saga runs in; False if `idempotency_key` is already taken."""
+    its saga runs in, and its first history row (PENDING, recorded by `event_id`, its
+    ORDER_CREATED) in one statement; False, with nothing written, if `idempotency_key` is
+    already taken."""
     items = json.dumps([item.model_dump() for item in command.items])
     inserted = await connection.fetchval(
         _INSERT_ORDER,
@@ -149,6 +154,7 @@ async def insert_order(
         command.fingerprint(),
         deadline_seconds,
         traceparent,
+        event_id,
     )
     return inserted is not None
 
@@ -199,14 +205,6 @@ async def save_order(connection: asyncpg.Connection, order: Order, *, status_cha
         _SAVE_ORDER_WITH_HISTORY, order.order_id, order.status, order.reason, order.cancel_requested,
         order.stock_released, status_changed, caused_by,
     )
-
-
-async def add_history(
-    connection: asyncpg.Connection, order_id: UUID, status: OrderStatus, reason: str | None, event_id: UUID | None
-) -> None:
-    """Add one order_history row: the order entered `status` (with `reason`), recorded by event
-    `event_id` (None: no event)."""
-    await connection.execute(_ADD_HISTORY, order_id, status, reason, event_id)
 
 
 async def order_details(connection: asyncpg.Connection, order_id: UUID) -> dict[str, Any] | None:

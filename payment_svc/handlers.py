@@ -24,8 +24,7 @@ async def charge_payment(
     """Charge the reservation once (PAYMENT_COMPLETED or PAYMENT_FAILED), decline it if the
     order was voided, ignore it if already decided (domain.on_inventory_reserved).
     `per_order_limit` comes from PaymentSettings (bound in bootstrap)."""
-    payment = await _locked(tx, event.order_id)
-    account = await repository.lock_account(tx.connection, event.customer_id)
+    payment, account = await repository.payment_and_locked_account(tx.connection, event.order_id, event.customer_id)
     outcome = domain.on_inventory_reserved(payment, account, event, per_order_limit, uuid.uuid4())
     await _record(tx, payment, outcome)
 

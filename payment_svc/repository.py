@@ -15,13 +15,21 @@ import asyncpg
 
 from payment_svc.domain import Account, Payment, PaymentStatus, UnknownCustomer
 
-_LOCK_ACCOUNT = """
-SELECT customer_id, balance, currency FROM accounts WHERE customer_id = $1 FOR UPDATE
-"""
-
 _PAYMENT = """
 SELECT order_id, payment_id, status, customer_id, amount, currency, reason, detail
 FROM payments WHERE order_id = $1
+"""
+
+# The order's payment row (NULLs when there is none) and its customer's account row, locked (NULLs
+# when there is none): what a charge decides on, in one round trip. The lock is taken in a CTE, so
+# the outer join never applies FOR UPDATE to its nullable side.
+_PAYMENT_AND_LOCKED_ACCOUNT = """
+WITH account AS (SELECT customer_id, balance, currency FROM accounts WHERE customer_id = $2 FOR UPDATE)
+SELECT p.order_id, p.payment_id, p.status, p.customer_id, p.amount, p.currency, p.reason, p.detail,
+       a.customer_id AS account_customer_id, a.balance AS account_balance, a.currency AS account_currency
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN payments AS p ON p.order_id = $1
+LEFT JOIN account AS a ON true
 """
 
 # One row per order, rewritten as its decisions follow each other (under the order's lock).
@@ -59,18 +67,27 @@ SELECT customer_id, balance, currency FROM accounts ORDER BY customer_id
 """
 
 
-async def lock_account(connection: asyncpg.Connection, customer_id: str) -> Account | None:
-    """The customer's account, its row locked until the transaction ends; None if none."""
-    row = await connection.fetchrow(_LOCK_ACCOUNT, customer_id)
-    return Account(row["customer_id"], row["balance"], row["currency"]) if row else None
-
-
 async def payment(connection: asyncpg.Connection, order_id: UUID) -> Payment | None:
     """The order's payment row, or None if payment_svc has decided nothing for it yet.
     Read it under the order's lock (a handler's transaction holds it) to act on it."""
     row = await connection.fetchrow(_PAYMENT, order_id)
-    if row is None:
-        return None
+    return _payment(row) if row is not None else None
+
+
+async def payment_and_locked_account(
+    connection: asyncpg.Connection, order_id: UUID, customer_id: str
+) -> tuple[Payment | None, Account | None]:
+    """`payment(order_id)` and the customer's account in one statement: the order's payment row
+    (None if none yet) and the account, its row locked until the transaction ends (None for an
+    unknown customer)."""
+    row = await connection.fetchrow(_PAYMENT_AND_LOCKED_ACCOUNT, order_id, customer_id)
+    payment = _payment(row) if row["order_id"] is not None else None
+    account = (Account(row["account_customer_id"], row["account_balance"], row["account_currency"])
+               if row["account_customer_id"] is not None else None)
+    return payment, account
+
+
+def _payment(row: asyncpg.Record) -> Payment:
     return Payment(
         order_id=row["order_id"], payment_id=row["payment_id"], status=PaymentStatus(row["status"]),
         customer_id=row["customer_id"], amount=row["amount"], currency=row["currency"], reason=row["reason"],

@@ -34,6 +34,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,10 @@ class SigningKey:
     service: str
     private_key: Ed25519PrivateKey = field(repr=False)
 
-    @property
+    @cached_property
     def key_id(self) -> str:
-        """The 16 hex digits naming this key's public half (`key_id`)."""
+        """The 16 hex digits naming this key's public half (`key_id`), computed once: every
+        signature carries it."""
         return key_id(self.private_key.public_key())
 
     def sign(self, **content: Any) -> str:

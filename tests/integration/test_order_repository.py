@@ -108,10 +108,19 @@ async def test_an_idempotency_key_returns_the_same_order(uow):
 
 async def test_concurrent_requests_with_one_key_place_one_order(uow):
     key = f"key-{uuid.uuid4()}"
-    results = await asyncio.gather(*(place_order(uow, COMMAND, key) for _ in range(8)))
+    customer = f"racer-{uuid.uuid4().hex[:8]}"
+    command = PlaceOrder(**{**COMMAND.model_dump(), "customer_id": customer})
+    results = await asyncio.gather(*(place_order(uow, command, key) for _ in range(8)))
 
     assert len({result.order_id for result in results}) == 1
     assert [result.created for result in results].count(True) == 1
+    # the requests that lost the race wrote nothing: no second order, no ORDER_CREATED of theirs
+    async with uow.connection() as connection:
+        created = await connection.fetch(
+            "SELECT saga_id FROM outbox WHERE event_type = 'ORDER_CREATED' AND payload ->> 'customer_id' = $1", customer)
+        orders = await connection.fetchval("SELECT count(*) FROM orders WHERE customer_id = $1", customer)
+    assert [row["saga_id"] for row in created] == [str(results[0].order_id)]
+    assert orders == 1
 
 
 async def test_a_key_reused_for_another_order_is_refused(uow):
