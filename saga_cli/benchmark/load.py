@@ -62,44 +62,64 @@ class LoadCounters:
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of the open loop, named `name` ('warmup', 'measure'): at least `seconds` of
+    load; with `settled`, the load goes on past `seconds` — at most `longest` more — until
+    `settled()` answers True (asked after each further second of sends)."""
+
+    name: str
+    seconds: float
+    settled: Callable[[], bool] | None = None
+    longest: float = 0.0
+
+
 async def open_loop(
     session: aiohttp.ClientSession,
     catalog: BenchCatalog,
     mix: Mix,
     rate: float,
-    phases: list[tuple[str, float]],
+    phases: list[Phase],
     rng: random.Random,
     counters: LoadCounters,
     on_phase: Callable[[str, float], None] = lambda phase, wall: None,
-) -> None:
-    """Place orders at `rate` per second through `phases` [(name, seconds)…] back to back;
-    return when every request has been answered (or failed)."""
+) -> dict[str, float]:
+    """Place orders at `rate` per second through `phases` back to back; return, once every
+    request has been answered (or failed), how many seconds of load each phase got {name: s}."""
     loop = asyncio.get_running_loop()
     url = f"{ORDER_SVC.url}/orders"
     pending: set[asyncio.Task] = set()
     start = loop.time()
     start_wall = time.time()
     index = 0
-    phase_start = 0.0
-    for phase, seconds in phases:
-        on_phase(phase, start_wall + phase_start)
-        count = round(seconds * rate)
-        for _ in range(count):
+    lasted: dict[str, float] = {}
+    for phase in phases:
+        on_phase(phase.name, start_wall + index / rate)
+        began = index
+        end = index + round(phase.seconds * rate)
+        latest = end + round(phase.longest * rate) if phase.settled is not None else end
+        ask_at = end
+        while index < latest:
+            if index >= ask_at:
+                if phase.settled is not None and phase.settled():
+                    break
+                ask_at = index + max(1, round(rate))
             due = start + index / rate
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif -delay > LATE_AFTER_S:
                 counters.late += 1
-            task = asyncio.create_task(_place(session, url, catalog, mix.draw(rng), rng, phase,
+            task = asyncio.create_task(_place(session, url, catalog, mix.draw(rng), rng, phase.name,
                                               start_wall + index / rate, counters))
             pending.add(task)
             task.add_done_callback(pending.discard)
             index += 1
-        phase_start += seconds
-    on_phase("done", start_wall + phase_start)
+        lasted[phase.name] = (index - began) / rate
+    on_phase("done", start_wall + index / rate)
     if pending:
         await asyncio.gather(*pending)
+    return lasted
 
 
 async def _place(session: aiohttp.ClientSession, url: str, catalog: BenchCatalog, flow: str, rng: random.Random,

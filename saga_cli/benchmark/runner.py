@@ -4,7 +4,9 @@
 
 Each run seeds its own SKUs and customers, so its invariant check (I1–I6 over exactly
 its sagas) is independent of earlier runs. Resources are sampled over the measurement
-window only (not warmup, not the drain), the steady state the figures describe.
+window only (not warmup, not the drain), the steady state the figures describe. The warm-up
+lasts `warmup` seconds and, on a stack whose JVMs are still compiling their hot paths (just
+started), longer: until they settle (saga_cli/benchmark/warmup.py).
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ import aiohttp
 from saga_cli import services as service_processes
 from saga_cli.benchmark import invariants
 from saga_cli.benchmark.catalog import EXPECTED, BenchCatalog, Mix
-from saga_cli.benchmark.load import LoadCounters, open_loop
+from saga_cli.benchmark.load import LoadCounters, Phase, open_loop
 from saga_cli.benchmark.measure import HopSamples, SagaTiming, TerminalCounter, read_hops, read_timings
 from saga_cli.benchmark.progress import Progress
 from saga_cli.benchmark.resources import ComponentUsage, ResourceSampler
 from saga_cli.benchmark.stats import summary
+from saga_cli.benchmark.warmup import LONGEST_S, JitWatch
 from saga_cli.stack import Stack
 from saga_cli.stack.config import StackSettings
 
@@ -36,13 +39,14 @@ were not given up at their deadline): the overload target for admitted sagas' e2
 
 @dataclass(frozen=True)
 class Plan:
-    """One run: `rate` orders per second for `duration` seconds measured after `warmup` seconds,
-    in the flows' `mix`; `seed` for the random draws (None: fresh); `drain_timeout` seconds for
+    """One run: `rate` orders per second for `duration` seconds measured after `warmup` seconds
+    (longer while the stack's JVMs are still compiling, at most `warmup_longest` more), in the flows' `mix`; `seed` for the random draws (None: fresh); `drain_timeout` seconds for
     the sagas to finish after the last order; `label` names it in reports."""
 
     rate: float
     duration: float
     warmup: float = 5.0
+    warmup_longest: float = LONGEST_S
     mix: Mix = field(default_factory=Mix)
     seed: int | None = None
     drain_timeout: float = 60.0
@@ -66,6 +70,8 @@ class RunResult:
     load_after: tuple[float, float, float]
     drained_s: float
     all_terminal: bool
+    warmed_s: float = 0.0
+    """Seconds of warm-up load the run had: `plan.warmup`, or more on a stack still warming up."""
 
     @property
     def measured(self) -> list[str]:
@@ -133,7 +139,7 @@ class RunResult:
             "label": self.plan.label,
             "rate": self.plan.rate,
             "duration_s": self.plan.duration,
-            "warmup_s": self.plan.warmup,
+            "warmup_s": round(self.warmed_s, 1),
             "mix": self.plan.mix.as_json(),
             "sent": self.counters.sent,
             "placed": self.counters.placed,
@@ -164,6 +170,17 @@ class RunResult:
             "components": {name: usage.as_json() for name, usage in self.usage.items()},
             "load_average": {"before": list(self.load_before), "after": list(self.load_after)},
         }
+
+
+def jit_watch(settings: StackSettings) -> JitWatch:
+    """A JitWatch of the native stack's two JVMs (Kafka, Kafka Connect); one not running locally
+    (containers, another host) is not watched."""
+    stack = Stack(settings)
+
+    def pid_of(find):
+        return lambda: (process.pid if (process := find()) is not None else None)
+
+    return JitWatch({"kafka": pid_of(stack.kafka.find), "kafka-connect": pid_of(stack.connect.find)})
 
 
 def resource_sampler(settings: StackSettings) -> ResourceSampler:
@@ -207,11 +224,23 @@ async def run(settings: StackSettings, plan: Plan, progress: Progress) -> RunRes
             elif phase == "done":
                 window[1] = wall
 
-        phases = [(name, seconds) for name, seconds in (("warmup", plan.warmup), ("measure", plan.duration)) if seconds > 0]
+        watch = jit_watch(settings)
+
+        def warm() -> bool:
+            """Whether the JVMs settled; while they have not, the progress line says which compiles most."""
+            if watch.settled():
+                return True
+            if (busiest := watch.busiest()) is not None:
+                progress.phase(f"warmup ({busiest[0]} JIT {busiest[1]:.0%})")
+            return False
+
+        watch.settled()  # the first sample: a window is full by the end of a warm-up of WINDOW_S or more
+        phases = [Phase("warmup", plan.warmup, warm if plan.warmup > 0 else None, plan.warmup_longest),
+                  Phase("measure", plan.duration)]
         watcher = asyncio.create_task(_watch(progress, counters, counter))
         try:
             progress.start(plan.label, plan.rate, plan.warmup + plan.duration)
-            await open_loop(session, catalog, plan.mix, plan.rate, phases, rng, counters, on_phase)
+            lasted = await open_loop(session, catalog, plan.mix, plan.rate, phases, rng, counters, on_phase)
             await asyncio.gather(*sampling)
             usage = await asyncio.to_thread(sampler.stop)
             load_after = os.getloadavg()
@@ -230,7 +259,7 @@ async def run(settings: StackSettings, plan: Plan, progress: Progress) -> RunRes
     timings = await read_timings(settings, order_ids)
     hops = await read_hops(settings, order_ids, started, report.messages)
     return RunResult(plan, counters, (window[0], window[1]), timings, hops, report, usage,
-                     load_before, load_after, drained_s, all_terminal)
+                     load_before, load_after, drained_s, all_terminal, lasted.get("warmup", 0.0))
 
 
 async def _watch(progress: Progress, counters: LoadCounters, counter: TerminalCounter) -> None:

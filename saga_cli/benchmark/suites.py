@@ -133,7 +133,7 @@ class Overload:
                 "factor": round(result.plan.rate / self.saturation_rate, 2),
                 "offered_per_s": result.plan.rate,
                 "admitted_per_s": round(len(result.measured) / measured_s, 2),
-                "refused_per_s": round(result.counters.refused / (result.plan.duration + result.plan.warmup), 2),
+                "refused_per_s": round(result.counters.refused / (result.plan.duration + result.warmed_s), 2),
                 "finished_per_s": doc["sagas_per_s"],
                 "goodput_per_s": doc["goodput_per_s"],
                 "goodput_of_saturation_pct": round(100 * doc["goodput_per_s"] / self.saturation_rate, 1),
