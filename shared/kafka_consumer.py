@@ -96,7 +96,9 @@ class KafkaGroupConsumer(Service):
     and hands each to `handle` (the service's EventProcessor, through the dispatcher), commits
     offsets after their outcomes are durable (the module's invariants). `topics`: what it
     subscribes to; `concurrency`: records in flight at once; `fetch_max_wait_ms`: the longest
-    the broker holds an empty fetch."""
+    the broker holds an empty fetch. `skips`, if given, says of a fetched record that it needs
+    no handling (another service's event): such a record is acked in its place at once, without
+    a dispatcher slot, a task or `handle`."""
 
     def __init__(
         self,
@@ -107,6 +109,7 @@ class KafkaGroupConsumer(Service):
         handle: Handle,
         concurrency: int,
         fetch_max_wait_ms: int,
+        skips: Callable[[ConsumerRecord], bool] | None = None,
         # A worker killed without leaving its group holds its partitions until its session
         # expires: 10 s lets a restarted or surviving worker take them over quickly.
         session_timeout_ms: int = 10_000,
@@ -118,6 +121,7 @@ class KafkaGroupConsumer(Service):
         self.topics = tuple(topics)
         self.group_id = group_id
         self._handle = handle
+        self._skips = skips
         self._config = dict(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -242,7 +246,10 @@ class KafkaGroupConsumer(Service):
             generation = self._generation
             for tp, records in batches.items():
                 for record in records:
-                    await self._submit(generation, tp, record)
+                    if self._skips is not None and self._skips(record):
+                        self._skip(generation, tp, record)
+                    else:
+                        await self._submit(generation, tp, record)
 
     async def _pause_while_busy(self, consumer: AIOKafkaConsumer) -> None:
         """Pause every assigned partition and poll without fetching until a slot is free. The
@@ -269,6 +276,13 @@ class KafkaGroupConsumer(Service):
             self._taken[tp] = record.offset + 1
         admit = partial(self._admit, generation, tp, record)
         await self._dispatcher.submit(record.key, partial(self._settle, tp, record), admit=admit)
+
+    def _skip(self, generation: int, tp: TopicPartition, record: ConsumerRecord) -> None:
+        """Ack `record` in its place among its partition's records, unhandled (`skips`)."""
+        if generation == self._generation:
+            self._taken[tp] = record.offset + 1
+        if self._admit(generation, tp, record):
+            self._acks.finished(tp, record)
 
     async def _read_carefully(self, consumer: AIOKafkaConsumer, error: Exception) -> None:
         """After `getmany` failed on a record it could not parse: rewind, then read each partition

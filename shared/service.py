@@ -52,10 +52,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared import logs, metrics, replication, retention, retrying, telemetry
 from shared.auth import KeyRing
-from shared.consumer import EventProcessor, IncomingMessage, Outcome
+from shared.consumer import EventProcessor, IncomingMessage, Outcome, handled_types, ignored_event_type
 from shared.group_commit import GroupCommit
 from shared.kafka_consumer import KafkaGroupConsumer, UnreadableRecord
 from shared.errors import EventDecodeError, TransientError
+from shared.events import EVENT_TYPES
 from shared.settings import ServiceSettings
 from shared.uow import Envelope, Handler, Transaction, UnitOfWork, create_pool
 
@@ -161,6 +162,7 @@ class ServiceRuntime:
             handle=self._handle_record,
             concurrency=settings.consumer_concurrency,
             fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+            skips=self._skips,
         )
         self.app.boot_strategy = _Boot(self.app, extra=[self.stream])
         self.app.web.web_app.middlewares.append(telemetry.trace_requests)
@@ -217,6 +219,23 @@ class ServiceRuntime:
     # --- the consumer: each record settled durably, then acked ------------------------------
     # Up to `consumer_concurrency` records are handled at once, one saga's strictly in
     # order; offsets leave each partition in order (shared/kafka_consumer.py).
+    @functools.cached_property
+    def _ignorable(self) -> frozenset[bytes]:
+        """The eventType header values (UTF-8) of the events this service has no handler for."""
+        handled = handled_types(self.handlers, self.foreign_handlers)
+        return frozenset(event_type.encode() for event_type in EVENT_TYPES if event_type not in handled)
+
+    def _skips(self, record) -> bool:
+        """Whether a fetched record is another service's event, counted ignored and acked without
+        handling (`ignored_event_type`); never while DEBUG lines are written for each of them."""
+        if self._consumer is None or events_log.isEnabledFor(logging.DEBUG):
+            return False
+        event_type = ignored_event_type(record, self._ignorable)
+        if event_type is None:
+            return False
+        self._consumer.count_ignored(event_type)
+        return True
+
     async def _handle_record(self, record) -> None:
         if self._consumer is None:
             self._consumer = await self._until_connected(self.consumer)

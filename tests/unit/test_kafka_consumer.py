@@ -149,3 +149,45 @@ async def test_when_every_slot_is_busy_the_partitions_pause_and_polling_goes_on(
     await asyncio.wait_for(waiting, 2)
     stream._resume(consumer)
     assert consumer.calls == ["pause", "poll 0", "resume"]
+
+
+async def test_a_skipped_record_is_acked_in_its_place_and_never_handled():
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(rec: ConsumerRecord) -> None:
+        await gate.wait()
+        handled.append(rec.offset)
+
+    stream = KafkaGroupConsumer(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g", handle=handle,
+                                concurrency=4, fetch_max_wait_ms=25, skips=lambda rec: rec.key == b"other")
+    consumer = RecordingConsumer()
+    stream._assigned_now({TP})
+    generation = stream._generation
+    assert await submit(stream, generation, record(0, b"a"))  # in flight until the gate opens
+    stream._skip(generation, TP, record(1, b"other"))
+    await stream._commit(consumer, {TP})
+    assert consumer.commits == []  # offset 1 settled, but offset 0 has not: nothing to commit yet
+
+    gate.set()
+    await stream._dispatcher.join(1.0)
+    await stream._commit(consumer, {TP})
+    stream._skip(generation, TP, record(2, b"other"))
+    await stream._commit(consumer, {TP})
+
+    assert handled == [0]
+    assert consumer.commits == [{TP: 2}, {TP: 3}]
+
+
+async def test_a_record_skipped_after_its_partition_was_revoked_is_not_acked():
+    stream = KafkaGroupConsumer(topics=[TP.topic], bootstrap_servers="127.0.0.1:9", group_id="g",
+                                handle=lambda rec: asyncio.sleep(0), concurrency=4, fetch_max_wait_ms=25,
+                                skips=lambda rec: True)
+    consumer = RecordingConsumer()
+    stream._assigned_now({TP})
+    fetched_under = stream._generation
+    await stream._revoked({TP})
+    stream._assigned_now({TP})
+    stream._skip(fetched_under, TP, record(0, b"x"))
+    await stream._commit(consumer, {TP})
+    assert consumer.commits == []
