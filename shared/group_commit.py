@@ -89,7 +89,16 @@ class GroupCommit:
     async def _run_batches(self) -> None:
         """Run batches until nothing is waiting. A batch runs to its end even when the records
         that wait for it are cancelled (a rebalance): its commit stands, and their redelivery
-        is a duplicate the inbox recognises."""
+        is a duplicate the inbox recognises. The runner leaves `_running` in the same step as it
+        finds the queue empty: were it left to the task's done callback, which runs a step
+        later, an event submitted in between would find a runner that is already gone, and
+        wait until some later event started one."""
+        try:
+            await self._run_queued()
+        finally:
+            self._running.discard(asyncio.current_task())
+
+    async def _run_queued(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
             self.batches += 1
