@@ -195,6 +195,28 @@ async def test_purge_deletes_rows_past_their_retention_in_batches(pg_superuser_d
     assert oldest_outbox < timedelta(minutes=10, seconds=30)
 
 
+async def test_a_purge_reads_only_the_rows_past_their_retention(pg_superuser_dsn):
+    # The cutoff must be an index condition: as a filter (a volatile clock_timestamp()), every
+    # purge walked the whole inbox index, a dedupe window's worth of rows, once a minute.
+    from shared.retention import _PURGES
+
+    async with scratch_database(pg_superuser_dsn) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for table, statement in _PURGES.items():
+                await conn.execute("BEGIN")
+                await conn.execute("SET LOCAL enable_seqscan = off")  # an empty table: ask for the index plan
+                try:
+                    plan = "\n".join(row[0] for row in await conn.fetch(
+                        "EXPLAIN " + statement.replace("$1::interval", "'1 hour'::interval").replace("$2", "1000")))
+                finally:
+                    await conn.execute("ROLLBACK")
+                time_column = {"outbox": "created_at", "inbox": "processed_at", "debezium_heartbeat": "beat_at"}[table]
+                assert f"Index Cond: ({time_column} < " in plan, f"{table}'s purge scans rather than seeks:\n{plan}"
+        finally:
+            await conn.close()
+
+
 async def test_deleted_outbox_rows_never_stream_and_unread_ones_still_do(stack):
     """A DELETE on the outbox (what the purge does) publishes nothing. A row committed while the
     connector is paused and deleted before it resumes is still published: Debezium decodes the
