@@ -22,7 +22,8 @@ open; when a participant is down nothing finishes, and the limit falls to `floor
 sagas are refused rather than left to run into their deadline.
 
 Each admission counts as one more saga in flight until a reading includes it, so a burst
-cannot overshoot the limit.
+cannot overshoot the limit; and λ × the reading's age count as finished since, so a reading
+that comes late (the timer behind a busy event loop) does not look like a pile of sagas.
 
 L is the standing load, not the last reading: the fewest sagas in flight over the last
 `standing_s` seconds (CoDel's rule for a standing queue, Nichols & Jacobson, "Controlling
@@ -145,10 +146,17 @@ class Admission:
     @property
     def in_flight(self) -> int:
         """The standing sagas in flight (the module's note): over the readings of the last
-        `standing_s` seconds, the fewest of (sagas in flight then + sagas admitted since)."""
+        `standing_s` seconds, the fewest of (sagas in flight then + sagas admitted since − sagas
+        expected to have finished since, at λ). Without the last term a reading that comes late
+        (the timer behind a busy event loop) made the estimate grow by every admission and
+        refused sagas with a dozen in flight; with it, a late reading estimates what it would
+        have read. A stall in which nothing finishes shows in the next reading."""
         if not self._readings:
             return self.admitted
-        return min(count + self.admitted - admitted_then for _, count, admitted_then in self._readings)
+        now = self.clock()
+        rate = self.load.finishing_per_s if self.load is not None else 0.0
+        return max(0, round(min(count + self.admitted - admitted_then - rate * (now - when)
+                                for when, count, admitted_then in self._readings)))
 
     def admit(self) -> Refusal | None:
         """None when one more saga may start (it is counted as in flight at once); otherwise the

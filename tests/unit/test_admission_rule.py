@@ -61,6 +61,28 @@ def test_a_moments_pile_up_is_not_a_standing_load_but_a_whole_second_of_one_is()
     assert rule.in_flight == 40 and rule.admit() is not None
 
 
+def test_a_late_reading_counts_the_sagas_finished_since_it_at_the_finishing_rate():
+    # 100 sagas/s offered and finished, 12 in flight: the next reading is late (a busy event
+    # loop); a second of admissions on top of the last reading alone would be 112 > 64.
+    clock = Clock()
+    rule = admission(clock, floor=64)
+    rule.observe(SagaLoad(in_flight=12, finished=200, window_s=2.0))  # λ 100/s
+    for _ in range(100):
+        clock.now += 0.01
+        assert rule.admit() is None
+    assert rule.in_flight == 12
+
+
+def test_a_stall_shows_in_the_next_reading_and_is_refused():
+    clock = Clock()
+    rule = admission(clock, floor=64)
+    rule.observe(SagaLoad(in_flight=12, finished=200, window_s=2.0))
+    for tick in range(1, 6):  # nothing finishes for over a second: every reading shows the pile
+        clock.now += 0.25
+        rule.observe(SagaLoad(in_flight=70 + 25 * tick, finished=0, window_s=2.0))
+    assert rule.admit() is not None
+
+
 def test_when_nothing_finishes_the_limit_falls_to_the_floor_and_retry_after_is_the_longest():
     rule = admission(floor=8)
     rule.observe(SagaLoad(in_flight=50, finished=0, window_s=2.0))  # a participant is down
