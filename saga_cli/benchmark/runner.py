@@ -257,7 +257,8 @@ async def run(settings: StackSettings, plan: Plan, progress: Progress) -> RunRes
     report = await invariants.check(settings, order_ids, catalog.seeded, since_ms=since_ms,
                                     timeout=10.0 if all_terminal else 1.0)
     timings = await read_timings(settings, order_ids)
-    hops = await read_hops(settings, order_ids, started, report.messages)
+    measured = [p.order_id for p in counters.placements if p.phase == "measure"]
+    hops = await read_hops(settings, measured, started, report.messages)  # the window's sagas, like e2e
     return RunResult(plan, counters, (window[0], window[1]), timings, hops, report, usage,
                      load_before, load_after, drained_s, all_terminal, lasted.get("warmup", 0.0))
 
