@@ -44,6 +44,9 @@ TRACESTATE = "sagatest=t61rcWkgMzE"
 HAPPY_HOPS = {"inventory_svc": "events.order", "payment_svc": "events.inventory", "order_svc": "events.payment"}
 """Who consumes what on the happy path: ORDER_CREATED and ORDER_CONFIRMED, INVENTORY_RESERVED, PAYMENT_COMPLETED."""
 
+HAPPY_EVENTS = 5
+"""ORDER_CREATED, INVENTORY_RESERVED, PAYMENT_COMPLETED, ORDER_CONFIRMED, INVENTORY_COMMITTED."""
+
 
 @dataclass(frozen=True)
 class ReceivedSpan:
@@ -172,8 +175,12 @@ async def test_one_happy_saga_is_one_trace_tree_across_the_three_services(servic
         assert order_id is not None, f"no order of 40 landed on partitions {sorted(good)}"
         assert (await wait_for_status(order_id))["status"] == "CONFIRMED"
 
-        # every event of the saga was written with a recorded producer span's context and the caller's tracestate
-        written = await outbox_traces(settings, order_id)
+        # every event of the saga was written with a recorded producer span's context and the caller's tracestate;
+        # CONFIRMED comes before the saga's last event (INVENTORY_COMMITTED): wait for all five rows
+        began = time.monotonic()
+        while len(written := await outbox_traces(settings, order_id)) < HAPPY_EVENTS:
+            assert time.monotonic() - began < 30, f"{len(written)} of the saga's {HAPPY_EVENTS} outbox rows"
+            await asyncio.sleep(0.1)
         assert {headers.tracestate for headers in written} == {TRACESTATE}
         trace_id = parse_traceparent(written[0].traceparent).trace_id
         assert trace_id == caller_trace, "the saga continues the caller's trace"
