@@ -109,15 +109,16 @@ def handled_types(handlers: Mapping[type, Any], foreign_handlers: Mapping[type, 
     return frozenset(cls.model_fields["event_type"].default for cls in (*handlers, *foreign_handlers))
 
 
-def ignored_event_type(record: Any, ignorable: frozenset[bytes]) -> str | None:
-    """The event type of a fetched record (an aiokafka ConsumerRecord) that a consumer ignores
-    by its eventType header alone — the last one with a value, as `IncomingMessage.headers`
-    reads it — when that is one of `ignorable` (UTF-8 names); None for any other record,
-    which then goes the whole way (`EventProcessor.handle`). Reads the raw header pairs only,
-    so another service's event costs no decoding (about half of what a service fetches)."""
-    raw_headers = record.headers or ()
+def ignored_event_type(header_pairs: Any, ignorable: frozenset[bytes]) -> str | None:
+    """The event type of a record that a consumer ignores by its eventType header alone — the
+    last one with a value, as `IncomingMessage.headers` reads it — when that is one of
+    `ignorable` (UTF-8 names); None for any other record. `header_pairs`: the record's raw
+    (name, bytes or None) pairs (an aiokafka ConsumerRecord's `headers`, `IncomingMessage.header_pairs`)
+    or a mapping of them. No decoding: a fetched record of another service's event (about half
+    of what a service fetches) is recognised before it becomes a message."""
+    pairs = header_pairs or ()
     found = None
-    for name, value in raw_headers.items() if isinstance(raw_headers, Mapping) else raw_headers:
+    for name, value in pairs.items() if isinstance(pairs, Mapping) else pairs:
         if name == Header.EVENT_TYPE and value is not None:
             found = value
     if type(found) is not bytes or found not in ignorable:
@@ -248,11 +249,15 @@ class EventProcessor:
             raise
         return (envelope, self.handlers) if type(event) in self.handlers else Outcome.IGNORED
 
+    @functools.cached_property
+    def ignorable(self) -> frozenset[bytes]:
+        """The eventType header values (UTF-8) of the events this consumer has no handler for."""
+        return frozenset(event_type.encode() for event_type in EVENT_TYPES if event_type not in self.handled_types)
+
     def ignores(self, message: IncomingMessage) -> bool:
         """Whether `message` is, by its eventType header, an event of a type this consumer has no
         handler for (another service's business): `handle` counts it ignored and does nothing."""
-        event_type = message.headers.get(Header.EVENT_TYPE, "")
-        return event_type in EVENT_TYPES and event_type not in self.handled_types
+        return ignored_event_type(message.header_pairs, self.ignorable) is not None
 
     def count_ignored(self, event_type: str) -> None:
         """Count one `event_type` record ignored without being handed to `handle` (a consumer's

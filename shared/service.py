@@ -52,11 +52,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared import logs, metrics, replication, retention, retrying, telemetry
 from shared.auth import KeyRing
-from shared.consumer import EventProcessor, IncomingMessage, Outcome, handled_types, ignored_event_type
+from shared.consumer import EventProcessor, IncomingMessage, Outcome, ignored_event_type
 from shared.group_commit import GroupCommit
 from shared.kafka_consumer import KafkaGroupConsumer, UnreadableRecord
 from shared.errors import EventDecodeError, TransientError
-from shared.events import EVENT_TYPES
 from shared.settings import ServiceSettings
 from shared.uow import Envelope, Handler, Transaction, UnitOfWork, create_pool
 
@@ -219,18 +218,12 @@ class ServiceRuntime:
     # --- the consumer: each record settled durably, then acked ------------------------------
     # Up to `consumer_concurrency` records are handled at once, one saga's strictly in
     # order; offsets leave each partition in order (shared/kafka_consumer.py).
-    @functools.cached_property
-    def _ignorable(self) -> frozenset[bytes]:
-        """The eventType header values (UTF-8) of the events this service has no handler for."""
-        handled = handled_types(self.handlers, self.foreign_handlers)
-        return frozenset(event_type.encode() for event_type in EVENT_TYPES if event_type not in handled)
-
     def _skips(self, record) -> bool:
         """Whether a fetched record is another service's event, counted ignored and acked without
         handling (`ignored_event_type`); never while DEBUG lines are written for each of them."""
         if self._consumer is None or events_log.isEnabledFor(logging.DEBUG):
             return False
-        event_type = ignored_event_type(record, self._ignorable)
+        event_type = ignored_event_type(record.headers, self._consumer.ignorable)
         if event_type is None:
             return False
         self._consumer.count_ignored(event_type)
