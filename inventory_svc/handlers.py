@@ -9,7 +9,6 @@ A row already decided turns every later or repeated event into a no-op, whatever
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 
 from inventory_svc import domain, repository
 from inventory_svc.domain import Outcome, Reservation
@@ -23,32 +22,31 @@ async def reserve_stock(event: OrderCreated, tx: Transaction) -> None:
     reservation, locked = await repository.reservation_and_locked_stock(
         tx.connection, event.order_id, (item.sku for item in event.items))
     available = {} if reservation is not None else locked
-    await _record(tx, reservation, domain.on_order_created(reservation, available, event, uuid.uuid4()), locked)
+    await _record(tx, reservation, domain.on_order_created(reservation, available, event, uuid.uuid4()))
 
 
 async def release_stock(event: PaymentFailed | PaymentRefunded, tx: Transaction) -> None:
     """Compensation C2: the reserved stock goes back to available."""
-    reservation, locked = await repository.reservation_and_locked_stock(tx.connection, event.order_id)
-    await _record(tx, reservation, domain.release(reservation), locked)
+    reservation, _ = await repository.reservation_and_locked_stock(tx.connection, event.order_id)
+    await _record(tx, reservation, domain.release(reservation))
 
 
 async def commit_stock(event: OrderConfirmed, tx: Transaction) -> None:
     """The order is confirmed: reserved stock becomes sold."""
-    reservation, locked = await repository.reservation_and_locked_stock(tx.connection, event.order_id)
-    await _record(tx, reservation, domain.commit(reservation), locked)
+    reservation, _ = await repository.reservation_and_locked_stock(tx.connection, event.order_id)
+    await _record(tx, reservation, domain.commit(reservation))
 
 
-async def _record(tx: Transaction, before: Reservation | None, outcome: Outcome, locked: Mapping[str, int]) -> None:
+async def _record(tx: Transaction, before: Reservation | None, outcome: Outcome) -> None:
     """Store the reservation after the fact, move its units to the stock column its new status
-    puts them in, and emit the event the rules asked for. `locked`: the SKU rows the reservation
-    was read with, locked (`reservation_and_locked_stock`); units move only under their locks."""
+    puts them in, and emit the event the rules asked for. The SKU rows whose units move were
+    locked, in SKU order, with the reservation (`reservation_and_locked_stock`): a new order's
+    when its availability was read, a RESERVED one's (the only status whose units move again)."""
     after, event = outcome
     if after is None or after == before:
         return
     was_in = before.units_in if before is not None else "available"
     moves = (was_in, after.units_in) if after.units_in != was_in else None
-    if moves is not None and not {item.sku for item in after.items} <= locked.keys():
-        await repository.lock_stock(tx.connection, (item.sku for item in after.items))
     await repository.record(tx.connection, after, moves)
     if event is not None:
         await tx.emit(event)

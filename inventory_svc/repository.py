@@ -17,14 +17,6 @@ import asyncpg
 from inventory_svc.domain import Reservation, ReservationStatus, StockColumn
 from shared.events import OrderItem
 
-_LOCK_STOCK = """
-SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE
-"""
-
-_RESERVATION = """
-SELECT order_id, reservation_id, status, items, reason, rejected_skus FROM reservations WHERE order_id = $1
-"""
-
 # The order's reservation row (NULLs when there is none) and the stock rows a decision on it may
 # move, locked in SKU order: for an order without a reservation the SKUs asked for ($2), for a
 # RESERVED one its own SKUs (only a RESERVED reservation's units move again). One round trip; the
@@ -86,26 +78,14 @@ SELECT sku, available, reserved, sold FROM stock ORDER BY sku
 """
 
 
-async def lock_stock(connection: asyncpg.Connection, skus: Iterable[str]) -> dict[str, int]:
-    """SKU → available for those of `skus` that exist, their rows locked (in SKU order)."""
-    rows = await connection.fetch(_LOCK_STOCK, sorted(set(skus)))
-    return {row["sku"]: row["available"] for row in rows}
-
-
-async def reservation(connection: asyncpg.Connection, order_id: UUID) -> Reservation | None:
-    """The order's reservation row, or None if inventory_svc has decided nothing for it yet.
-    Read it under the order's lock (a handler's transaction holds it) to act on it."""
-    row = await connection.fetchrow(_RESERVATION, order_id)
-    return _reservation(row) if row is not None else None
-
-
 async def reservation_and_locked_stock(
     connection: asyncpg.Connection, order_id: UUID, skus: Iterable[str] = ()
 ) -> tuple[Reservation | None, dict[str, int]]:
-    """`reservation(order_id)` and, in the same statement, the stock rows a decision on it may
-    move, locked in SKU order: `skus` (those that exist) when the order has no reservation yet,
-    the reservation's own SKUs when it is RESERVED, none otherwise. Returns the reservation (None
-    if none) and SKU → available of the rows locked."""
+    """The order's reservation row, read under the order's lock (a handler's transaction holds
+    it), and in the same statement the stock rows a decision on it may move, locked in SKU
+    order: `skus` (those that exist) when the order has no reservation yet, the reservation's own
+    SKUs when it is RESERVED, none otherwise. Returns the reservation (None if inventory_svc has
+    decided nothing for it yet) and SKU → available of the rows locked."""
     row = await connection.fetchrow(_RESERVATION_AND_LOCKED_STOCK, order_id, sorted(set(skus)))
     reservation = _reservation(row) if row["order_id"] is not None else None
     return reservation, dict(zip(row["locked_skus"], row["locked_available"], strict=True))
@@ -127,7 +107,7 @@ async def record(
 ) -> None:
     """Insert the order's reservation row, or set its status; and, with `moves` (source, target),
     move each of its items' quantity from the `source` stock column to `target`: one statement.
-    The caller holds the SKU rows' locks (`lock_stock`); the table refuses a count below zero."""
+    The caller holds the SKU rows' locks (`reservation_and_locked_stock`); the table refuses a count below zero."""
     items = reservation.items if moves is not None else ()
     deltas = _deltas(*moves) if moves is not None else (0, 0, 0)
     await connection.execute(
