@@ -76,7 +76,7 @@ class RunResult:
     @property
     def measured(self) -> list[str]:
         """The ids of the orders placed in the measurement phase."""
-        return [p.order_id for p in self.counters.placements if p.phase == "measure"]
+        return measured_ids(self.counters)
 
     def e2e_ms(self, order_ids=None) -> list[float]:
         """End-to-end milliseconds of the terminal sagas among `order_ids` (default: the measured ones)."""
@@ -172,6 +172,11 @@ class RunResult:
         }
 
 
+def measured_ids(counters: LoadCounters) -> list[str]:
+    """The ids of the orders placed in the measurement phase (not the warm-up)."""
+    return [p.order_id for p in counters.placements if p.phase == "measure"]
+
+
 def jit_watch(settings: StackSettings) -> JitWatch:
     """A JitWatch of the native stack's two JVMs (Kafka, Kafka Connect); one not running locally
     (containers, another host) is not watched."""
@@ -257,8 +262,7 @@ async def run(settings: StackSettings, plan: Plan, progress: Progress) -> RunRes
     report = await invariants.check(settings, order_ids, catalog.seeded, since_ms=since_ms,
                                     timeout=10.0 if all_terminal else 1.0)
     timings = await read_timings(settings, order_ids)
-    measured = [p.order_id for p in counters.placements if p.phase == "measure"]
-    hops = await read_hops(settings, measured, started, report.messages)  # the window's sagas, like e2e
+    hops = await read_hops(settings, measured_ids(counters), started, report.messages)  # the window's sagas, like e2e
     return RunResult(plan, counters, (window[0], window[1]), timings, hops, report, usage,
                      load_before, load_after, drained_s, all_terminal, lasted.get("warmup", 0.0))
 
